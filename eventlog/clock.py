@@ -1,0 +1,51 @@
+"""Event ids and timestamps: ULIDs that never go backwards within a process.
+
+A save and a forget of the same memory made in the same millisecond must order as they were
+made, so ids are monotonic: same millisecond -> previous randomness + 1.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+
+from ulid import ULID
+
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
+
+
+def format_ts(ms: int) -> str:
+    """UTC ISO-8601 with milliseconds and a ``Z``: sorts lexicographically by time."""
+    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_ts(ts: str) -> int:
+    """Milliseconds since the epoch of a timestamp written by ``format_ts``."""
+    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
+
+
+def next_stamp(not_before_ms: int = 0) -> tuple[str, str]:
+    """Return ``(event_id, ts)`` for a new event, strictly after every earlier one here.
+
+    ``not_before_ms`` lets a caller place an event after one it has seen (a forget after the
+    save it undoes, even if that save came from a machine whose clock runs ahead).
+    """
+    global _last_ms, _last_random
+    with _lock:
+        ms = max(time.time_ns() // 1_000_000, not_before_ms)
+        if ms <= _last_ms:
+            ms, random_part = _last_ms, _last_random + 1
+            if random_part >> _RANDOM_BITS:  # overflow of the 80 random bits: next millisecond
+                ms, random_part = ms + 1, int.from_bytes(os.urandom(10), "big") >> 1
+        else:
+            # Leave headroom so the increments of one millisecond never overflow.
+            random_part = int.from_bytes(os.urandom(10), "big") >> 1
+        _last_ms, _last_random = ms, random_part
+    event_id = ULID.from_bytes(ms.to_bytes(6, "big") + random_part.to_bytes(10, "big"))
+    return str(event_id), format_ts(ms)
