@@ -76,6 +76,9 @@ def upcast(payload: dict[str, Any]) -> dict[str, Any]:
     version, event_type = payload.get("v"), payload.get("type")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CorruptLine(f"missing or invalid version 'v': {version!r}")
+    if not isinstance(event_type, str):
+        # Checked before the lookup: an unhashable "type" ([] or {}) must not crash a reader.
+        raise CorruptLine(f"missing or invalid event type 'type': {event_type!r}")
     if event_type not in CURRENT_VERSION:
         if version > HIGHEST_KNOWN_VERSION:
             raise UnsupportedEventVersion(_too_new(event_type, version))
