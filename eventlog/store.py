@@ -13,7 +13,7 @@ import orjson
 from . import paths
 from .clock import next_stamp, parse_ts
 from .codec import encode_event
-from .errors import InvalidProject
+from .errors import InvalidMeta, InvalidProject
 from .lock import DEFAULT_LOCK_TIMEOUT
 from .model import Actor, Event, MemoryForgotten, MemorySaved, compute_memory_id
 from .reader import LogLine, scan
@@ -89,7 +89,7 @@ class EventLog:
         """Validate every argument and return the event a save would append (nothing written)."""
         project = validate_project(project)
         content = validate_content(content, self.max_content_bytes)
-        clean_meta = validate_meta(meta, len(orjson.dumps(meta)) if isinstance(meta, Mapping) else None)
+        clean_meta = validate_meta(meta, _meta_size(meta))
         event_id, ts = next_stamp()
         return MemorySaved(
             event_id=event_id,
@@ -162,6 +162,16 @@ class EventLog:
     def problems(self, project: str) -> list[LogLine]:
         """The lines of a project's log that are not events (torn, corrupt, unknown type)."""
         return [line for line in self.scan(project) if line.event is None]
+
+
+def _meta_size(meta: object) -> int | None:
+    """Bytes of ``meta`` as JSON; None when it is not an object with string keys (refused next)."""
+    if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
+        return None
+    try:
+        return len(orjson.dumps(dict(meta)))
+    except orjson.JSONEncodeError as e:  # nested non-string keys, huge ints, surrogates, objects
+        raise InvalidMeta(f"meta is not valid JSON: {e}") from e
 
 
 def _is_valid_project(name: str) -> bool:

@@ -131,6 +131,10 @@ def validate_kind(kind: object) -> str | None:
         raise InvalidKind(f"kind must be a string of 1-{MAX_KIND_CHARS} characters")
     if _has_control_chars(kind):
         raise InvalidKind("kind contains control characters")
+    try:
+        kind.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidKind(f"kind {kind!r} is not valid UTF-8") from e
     return kind.strip()
 
 
