@@ -1,0 +1,81 @@
+"""Opening SQLite with the sqlite-vec extension loaded.
+
+The stdlib ``sqlite3`` of many Pythons (this machine's, macOS system Pythons) is built without
+``enable_load_extension``; ``sqlean.py`` has the same API and can, so it is the fallback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import SQLiteUnavailable
+
+BUSY_TIMEOUT_MS = 60_000
+
+_driver: ModuleType | None = None
+
+
+def _can_load_vec(module: ModuleType) -> bool:
+    import sqlite_vec
+
+    try:
+        conn = module.connect(":memory:")
+        try:
+            conn.enable_load_extension(True)
+            sqlite_vec.load(conn)
+            conn.execute("CREATE VIRTUAL TABLE t USING fts5(a)")
+            return True
+        finally:
+            conn.close()
+    except Exception:  # any failure means this driver cannot serve the index
+        return False
+
+
+def driver() -> ModuleType:
+    """The sqlite3-compatible module that can load sqlite-vec (stdlib first, then sqlean)."""
+    global _driver
+    if _driver is not None:
+        return _driver
+    candidates: list[ModuleType] = [sqlite3]
+    try:
+        import sqlean
+
+        candidates.append(sqlean)
+    except ImportError:
+        pass
+    for module in candidates:
+        if _can_load_vec(module):
+            _driver = module
+            return module
+    raise SQLiteUnavailable(
+        "no SQLite here can load extensions: the stdlib sqlite3 lacks enable_load_extension "
+        "and sqlean.py is not installed or cannot load sqlite-vec (pip install sqlean.py)"
+    )
+
+
+def database_error() -> type[Exception]:
+    """The ``DatabaseError`` class of the driver in use (sqlean has its own)."""
+    error: type[Exception] = driver().DatabaseError
+    return error
+
+
+def connect(path: Path | str, *, wal: bool = True) -> Any:
+    """A connection with sqlite-vec loaded, a long busy timeout and (by default) WAL mode."""
+    module = driver()
+    conn = module.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                          isolation_level=None)
+    import sqlite_vec
+
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if wal:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # With WAL, NORMAL keeps the index consistent after a crash; the logs are the
+        # durable truth, so a lost last transaction is simply projected again.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn

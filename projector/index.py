@@ -1,0 +1,419 @@
+"""``Index``: the read side of a store. Opens lazily, catches up before answering, recovers
+from a missing or corrupt ``index.db`` by rebuilding it from the logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eventlog import EventLog
+from eventlog.lock import held
+from eventlog.paths import ensure_dir
+from eventlog.validate import validate_importance, validate_project
+
+from . import db, query
+from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery, MemoryNotFound
+from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyReport
+from .runner import Projection
+from .schema import SCHEMA_VERSION, TABLES
+from .search import fts_match_expression, reciprocal_rank_fusion
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+
+logger = logging.getLogger(__name__)
+
+INDEX_LOCK_TIMEOUT = 120.0
+EMBED_RETRY_SECONDS = 30.0
+MAX_LIMIT = 100
+MIN_PREFIX = 6
+
+
+class Index:
+    """The SQLite index of a store, kept equal to the fold of its logs."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        embedder: Embedder | None = None,
+        *,
+        path: Path | None = None,
+        cache_path: Path | None = None,
+        lock_timeout: float = INDEX_LOCK_TIMEOUT,
+    ) -> None:
+        self.log = log
+        self.path = path or log.root / "index.db"
+        self._cache_path = cache_path or log.root / "cache" / "embeddings.db"
+        self._lock_path = log.root / "locks" / "index.lock"
+        self._lock_timeout = lock_timeout
+        self._inner_embedder = embedder
+        self._embedder: Embedder | None = None
+        self._embed_error: str | None = None
+        self._embed_failed_at = 0.0
+        self._conn: Any = None
+        self._identity: tuple[int, int] | None = None
+        self._mutex = threading.RLock()  # one connection per Index, shared by worker threads
+        self._watcher: Any = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    @contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        ensure_dir(self._lock_path.parent)
+        with held(self._lock_path, self._lock_timeout):
+            yield
+
+    def _connection(self) -> Any:
+        """The open connection, reopened if ``index.db`` was replaced or deleted under us."""
+        with self._mutex:
+            identity = _file_identity(self.path)
+            if self._conn is not None and identity == self._identity:
+                return self._conn
+            self._close_connection()
+            self._conn = self._open()
+            self._identity = _file_identity(self.path)
+            return self._conn
+
+    def _open(self) -> Any:
+        ensure_dir(self.path.parent)
+        try:
+            return self._open_checked()
+        except IndexCorrupt as e:
+            logger.warning("index %s is unusable (%s); rebuilding it from the logs", self.path, e)
+        with self._index_lock():
+            try:  # another process may have recovered it while we waited
+                return self._open_checked()
+            except IndexCorrupt:
+                _remove_index_files(self.path)
+                return self._open_checked()
+
+    def _open_checked(self) -> Any:
+        conn = db.connect(self.path)
+        try:
+            version = _schema_version(conn)
+            if version is None:
+                self._create_schema(conn)
+            elif version != str(SCHEMA_VERSION):
+                raise IndexCorrupt(f"schema version {version}, this code uses {SCHEMA_VERSION}")
+            return conn
+        except (db.database_error(), IndexCorrupt) as e:
+            conn.close()
+            raise e if isinstance(e, IndexCorrupt) else IndexCorrupt(str(e)) from e
+
+    def _create_schema(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(TABLES):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?), ('model_id', '')",
+                (str(SCHEMA_VERSION),),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        _chmod_private(self.path)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # a connection to a deleted or corrupt file may fail to close
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        """Stop the watcher and close the connection."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        with self._mutex:
+            self._close_connection()
+
+    # -- embeddings ----------------------------------------------------------------------
+
+    def _active_embedder(self) -> Embedder | None:
+        """The cached embedder, or None if there is none or it failed recently."""
+        if self._inner_embedder is None:
+            return None
+        if self._embed_error and time.monotonic() - self._embed_failed_at < EMBED_RETRY_SECONDS:
+            return None
+        if self._embedder is None:
+            from .embed import CachedEmbedder
+            from .embed_cache import EmbeddingCache
+
+            self._embedder = CachedEmbedder(self._inner_embedder, EmbeddingCache(self._cache_path))
+        return self._embedder
+
+    def _embed(self, texts: Sequence[str]) -> list[bytes] | None:
+        embedder = self._active_embedder()
+        if embedder is None:
+            return None
+        try:
+            vectors = embedder.embed(list(texts))
+        except EmbedderUnavailable as e:
+            if self._embed_error is None:
+                logger.warning("embeddings unavailable, using keyword search: %s", e)
+            self._embed_error, self._embed_failed_at = str(e), time.monotonic()
+            return None
+        self._embed_error = None
+        return [row.astype("float32").tobytes() for row in vectors]
+
+    @property
+    def model_id(self) -> str:
+        """The id of the configured embedding model ('' for none)."""
+        return self._inner_embedder.model_id if self._inner_embedder is not None else ""
+
+    # -- projection ----------------------------------------------------------------------
+
+    def _projection(self, conn: Any) -> Projection:
+        return Projection(conn, self.log, self._embed)
+
+    def catch_up(self, project: str | None = None) -> int:
+        """Apply what the logs hold beyond the index; cheap (a ``stat``) when nothing is new."""
+        with self._mutex:
+            conn = self._connection()
+            projects = [validate_project(project)] if project else self._known_projects(conn)
+            pending = [p for p in projects if self._is_pending(conn, p)]
+            needs_vectors = self._vectors_stale(conn)
+            if not pending and not needs_vectors:
+                return 0
+            with self._index_lock():
+                conn = self._connection()
+                self._sync_vectors(conn)
+                projection = self._projection(conn)
+                applied = sum(projection.project_log(p) for p in pending)
+                if projection.vectors_missing:
+                    _set_meta(conn, "vectors_complete", "0")
+                return applied
+
+    def _known_projects(self, conn: Any) -> list[str]:
+        tracked = [r[0] for r in conn.execute("SELECT project FROM tracking")]
+        return sorted(set(self.log.projects()) | set(tracked))
+
+    def _is_pending(self, conn: Any, project: str) -> bool:
+        from .tracking import is_pending, read_tracking
+
+        try:
+            st: os.stat_result | None = os.stat(self.log.log_path(project))
+        except FileNotFoundError:
+            st = None
+        return is_pending(read_tracking(conn, project), st)
+
+    # -- vectors of the configured model -------------------------------------------------
+
+    def _meta(self, conn: Any, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _vectors_stale(self, conn: Any) -> bool:
+        """True if the index's vectors are not (all) of the configured model."""
+        if self._active_embedder() is None:
+            return False
+        return self._meta(conn, "model_id") != self.model_id or self._meta(conn, "vectors_complete") == "0"
+
+    def _sync_vectors(self, conn: Any) -> None:
+        """Re-embed when the configured model differs from the index's, or some memories have
+        no vector (saves projected while the model could not load). Under the index lock."""
+        from .vectors import backfill_vectors
+
+        if not self._vectors_stale(conn):
+            return
+        complete = backfill_vectors(conn, self._embed, reset=self._meta(conn, "model_id") != self.model_id)
+        _set_meta(conn, "model_id", self.model_id)
+        _set_meta(conn, "vectors_complete", "1" if complete else "0")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        query_text: str,
+        *,
+        project: str,
+        limit: int = 10,
+        tags: Sequence[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        min_importance: int | None = None,
+    ) -> SearchResult:
+        """Hybrid search in one project: bm25 and vector candidates fused by rank."""
+        filters = self._filters(project, tags, min_importance, since, until)
+        if not isinstance(query_text, str) or not query_text.strip():
+            raise InvalidQuery("query is empty; give words to search for")
+        limit = _check_limit(limit)
+        self.catch_up(filters.project)
+        from .hybrid import hybrid_search
+
+        with self._mutex:
+            return hybrid_search(self._connection(), query_text, filters, limit, self)
+
+    def load_context(
+        self,
+        project: str,
+        *,
+        limit: int = 30,
+        min_importance: int | None = None,
+        tags: Sequence[str] | None = None,
+        budget_chars: int = 24_000,
+    ) -> tuple[list[Memory], int]:
+        """The most important, then most recent, memories of a project within a size budget."""
+        filters = self._filters(project, tags, min_importance, None, None)
+        limit = _check_limit(limit)
+        self.catch_up(filters.project)
+        with self._mutex:
+            conn = self._connection()
+            sql, params = query.context_sql(filters, limit)
+            memories = [query.row_to_memory(r) for r in conn.execute(sql, params)]
+            sql, params = query.count_sql(filters)
+            total = int(conn.execute(sql, params).fetchone()[0])
+        return _within_budget(memories, budget_chars), total
+
+    def get(self, project: str, id_or_prefix: str) -> Memory:
+        """The present memory of ``project`` whose id is or starts with ``id_or_prefix``."""
+        project = validate_project(project)
+        prefix = _check_prefix(id_or_prefix)
+        self.catch_up(project)
+        with self._mutex:
+            sql, params = query.prefix_sql(project, prefix)
+            rows = self._connection().execute(sql, params).fetchall()
+        if not rows:
+            raise MemoryNotFound(f"no memory {id_or_prefix!r} in project {project!r}")
+        if len(rows) > 1:
+            raise AmbiguousId(f"id prefix {id_or_prefix!r} matches several memories in {project!r}; give more characters")
+        return query.row_to_memory(rows[0])
+
+    def projects(self) -> list[ProjectInfo]:
+        """Every project with a log, its memory count and last activity."""
+        self.catch_up()
+        with self._mutex:
+            return query.list_projects(self._connection(), self.log.projects())
+
+    def tags(self, project: str | None = None, limit: int = 20, min_usage: int = 1) -> list[TagCount]:
+        """Most used tags of one project, or of all projects."""
+        if project is not None:
+            project = validate_project(project)
+        limit = _check_limit(limit, 1000)
+        if isinstance(min_usage, bool) or not isinstance(min_usage, int) or min_usage < 1:
+            raise InvalidQuery(f"min_usage must be a positive integer, got {min_usage!r}")
+        self.catch_up(project)
+        with self._mutex:
+            return query.popular_tags(self._connection(), project, limit, min_usage)
+
+    def _filters(
+        self, project: str, tags: Sequence[str] | None, min_importance: int | None,
+        since: str | None, until: str | None,
+    ) -> query.Filters:
+        from eventlog.validate import validate_tags
+
+        return query.Filters(
+            project=validate_project(project),
+            tags=validate_tags(tags),
+            min_importance=None if min_importance is None else validate_importance(min_importance),
+            since=since,
+            until=until,
+        )
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Replay every log into a fresh index file, then swap it in; return events applied."""
+        from .rebuild import rebuild_index
+
+        with self._mutex:
+            applied = rebuild_index(self, progress)
+            self._close_connection()
+        self.catch_up()
+        return applied
+
+    def verify(self) -> VerifyReport:
+        """Catch up, then compare the index with a pure replay of the logs."""
+        from .verify import verify_index
+
+        self.catch_up()
+        with self._mutex:
+            return verify_index(self._connection(), self.log, self._meta(self._connection(), "model_id") or "")
+
+    def start_watching(self) -> None:
+        """Catch up in the background when logs change (debounced); reads stay correct without."""
+        from .watch import LogWatcher
+
+        if self._watcher is None:
+            self._watcher = LogWatcher(self.log, self.catch_up)
+            self._watcher.start()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _schema_version(conn: Any) -> str | None:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not exists:
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise IndexCorrupt("not a mnemolog index (no meta table)")
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return str(row[0]) if row else None
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit the caller's transaction, so statements run one by one.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _set_meta(conn: Any, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _chmod_private(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        target = Path(f"{path}{suffix}")
+        if target.exists():
+            os.chmod(target, 0o600)
+
+
+def _remove_index_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def _check_limit(limit: object, maximum: int = MAX_LIMIT) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise InvalidQuery(f"limit must be an integer from 1 to {maximum}, got {limit!r}")
+    return limit
+
+
+def _check_prefix(id_or_prefix: object) -> str:
+    if not isinstance(id_or_prefix, str):
+        raise InvalidQuery("memory id must be a string")
+    prefix = id_or_prefix.strip().lower()
+    if len(prefix) < MIN_PREFIX or len(prefix) > 16 or any(c not in "0123456789abcdef" for c in prefix):
+        raise InvalidQuery(
+            f"memory id {id_or_prefix!r} is not an id: give the 16 hex digits or a unique prefix of at least {MIN_PREFIX}"
+        )
+    return prefix
+
+
+def _within_budget(memories: list[Memory], budget_chars: int) -> list[Memory]:
+    kept, used = [], 0
+    for memory in memories:
+        if kept and used + len(memory.content) > budget_chars:
+            break
+        kept.append(memory)
+        used += len(memory.content)
+    return kept

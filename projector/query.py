@@ -1,0 +1,140 @@
+"""Read queries over the index. Builders return ``(sql, params)`` so they can be shown and
+tested without a database; the filters are applied inside candidate generation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .model import Memory, ProjectInfo, TagCount
+
+MEMORY_COLUMNS = "m.memory_id, m.project, m.content, m.tags, m.importance, m.kind, m.created_at, m.updated_at, m.meta"
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Restrictions every candidate must meet (the project always applies)."""
+
+    project: str
+    tags: tuple[str, ...] = ()
+    min_importance: int | None = None
+    since: str | None = None  # inclusive, ISO UTC
+    until: str | None = None  # exclusive, ISO UTC
+
+
+def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
+    """SQL conditions (joined with AND) and params for ``f`` on a table aliased ``alias``."""
+    clauses, params = [f"{alias}.project = ?"], [f.project]
+    if f.min_importance is not None:
+        clauses.append(f"{alias}.importance >= ?")
+        params.append(f.min_importance)
+    if f.since is not None:
+        clauses.append(f"{alias}.created_at >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        clauses.append(f"{alias}.created_at < ?")
+        params.append(f.until)
+    if f.tags:
+        marks = ", ".join("?" for _ in f.tags)
+        clauses.append(
+            f"{alias}.rowid IN (SELECT memory_rowid FROM memory_tag WHERE project = ? AND tag IN ({marks}))"
+        )
+        params.extend([f.project, *(t.lower() for t in f.tags)])
+    return " AND ".join(clauses), params
+
+
+def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
+    """bm25-ranked row ids matching ``match`` (content weighted above tags)."""
+    where, params = filter_sql(f)
+    sql = (
+        "SELECT memory_fts.rowid FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        f"WHERE memory_fts MATCH ? AND m.present = 1 AND {where} "
+        "ORDER BY bm25(memory_fts, 1.0, 0.5) LIMIT ?"
+    )
+    return sql, [match, *params, depth]
+
+
+def vector_sql(vector: bytes, f: Filters, depth: int) -> tuple[str, list[Any]]:
+    """Nearest row ids by cosine distance. Without tags, vec0's KNN filters its partition
+    and metadata columns; tags live outside vec0, so then the tagged rows are scanned."""
+    if not f.tags:
+        where, params = filter_sql(Filters(f.project, (), f.min_importance, f.since, f.until), "memory_vec")
+        sql = f"SELECT rowid FROM memory_vec WHERE embedding MATCH ? AND k = ? AND {where} ORDER BY distance"
+        return sql, [vector, depth, *params]
+    where, params = filter_sql(f, "v")
+    sql = (
+        "SELECT v.rowid FROM memory_vec v "
+        f"WHERE {where} ORDER BY vec_distance_cosine(v.embedding, ?) LIMIT ?"
+    )
+    return sql, [*params, vector, depth]
+
+
+def row_to_memory(row: Sequence[Any]) -> Memory:
+    """A ``memory`` row (``MEMORY_COLUMNS`` order) as a ``Memory``."""
+    return Memory(
+        id=row[0], project=row[1], content=row[2], tags=tuple(orjson.loads(row[3] or "[]")),
+        importance=row[4], kind=row[5], created_at=row[6], updated_at=row[7],
+        meta=orjson.loads(row[8] or "{}"),
+    )
+
+
+def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, Memory]:
+    """Present memories by row id."""
+    if not rowids:
+        return {}
+    marks = ", ".join("?" for _ in rowids)
+    rows = conn.execute(
+        f"SELECT m.rowid, {MEMORY_COLUMNS} FROM memory m WHERE m.present = 1 AND m.rowid IN ({marks})",
+        list(rowids),
+    )
+    return {row[0]: row_to_memory(row[1:]) for row in rows}
+
+
+def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:
+    """The start-of-session context: most important first, then most recent."""
+    where, params = filter_sql(f)
+    sql = (
+        f"SELECT {MEMORY_COLUMNS} FROM memory m WHERE m.present = 1 AND {where} "
+        "ORDER BY m.importance DESC, m.updated_at DESC, m.memory_id LIMIT ?"
+    )
+    return sql, [*params, limit]
+
+
+def count_sql(f: Filters) -> tuple[str, list[Any]]:
+    """How many present memories meet ``f``."""
+    where, params = filter_sql(f)
+    return f"SELECT count(*) FROM memory m WHERE m.present = 1 AND {where}", params
+
+
+def prefix_sql(project: str, prefix: str) -> tuple[str, list[Any]]:
+    """Present memories of ``project`` whose id starts with ``prefix`` (at most two)."""
+    sql = (
+        f"SELECT {MEMORY_COLUMNS} FROM memory m WHERE m.project = ? AND m.present = 1 "
+        "AND m.memory_id >= ? AND m.memory_id < ? ORDER BY m.memory_id LIMIT 2"
+    )
+    return sql, [project, prefix, prefix + "g"]  # 'g' sorts after every hex digit
+
+
+def list_projects(conn: Any, logged: Sequence[str]) -> list[ProjectInfo]:
+    """Projects with their present-memory counts and latest event time."""
+    rows = conn.execute(
+        "SELECT project, sum(present), max(updated_at) FROM memory GROUP BY project"
+    ).fetchall()
+    found = {r[0]: ProjectInfo(r[0], int(r[1] or 0), r[2]) for r in rows}
+    for name in logged:
+        found.setdefault(name, ProjectInfo(name, 0, None))
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+def popular_tags(conn: Any, project: str | None, limit: int, min_usage: int) -> list[TagCount]:
+    """Tags of present memories by use, most used first."""
+    where, params = ("WHERE t.project = ?", [project]) if project else ("", [])
+    rows = conn.execute(
+        f"SELECT t.tag, count(*) AS n FROM memory_tag t {where} GROUP BY t.tag "
+        "HAVING n >= ? ORDER BY n DESC, t.tag LIMIT ?",
+        [*params, min_usage, limit],
+    )
+    return [TagCount(tag, int(n)) for tag, n in rows]

@@ -1,0 +1,64 @@
+"""The index schema (DDL) and its version. A schema change bumps ``SCHEMA_VERSION``; an index
+of another version is rebuilt from the logs, never migrated by hand."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- One row per memory ever seen, tombstones included (present = 0, content NULL).
+CREATE TABLE IF NOT EXISTS memory (
+    rowid           INTEGER PRIMARY KEY,
+    project         TEXT NOT NULL,
+    memory_id       TEXT NOT NULL,
+    present         INTEGER NOT NULL,
+    content         TEXT,
+    tags            TEXT,            -- JSON list
+    importance      INTEGER,
+    kind            TEXT,
+    meta            TEXT,            -- JSON object
+    created_at      TEXT,            -- earliest save of this memory
+    updated_at      TEXT NOT NULL,   -- timestamp of the deciding event
+    winner_event_id TEXT NOT NULL,   -- event id of the deciding event
+    UNIQUE (project, memory_id)
+);
+CREATE INDEX IF NOT EXISTS memory_by_project
+    ON memory (project, present, importance, updated_at);
+CREATE TABLE IF NOT EXISTS memory_tag (
+    memory_rowid INTEGER NOT NULL,
+    project      TEXT NOT NULL,
+    tag          TEXT NOT NULL,
+    PRIMARY KEY (memory_rowid, tag)
+);
+CREATE INDEX IF NOT EXISTS memory_tag_by_project ON memory_tag (project, tag);
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
+    content, tags, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+-- Per log: how far it has been applied, and enough to notice it was rewritten under us.
+CREATE TABLE IF NOT EXISTS tracking (
+    project     TEXT PRIMARY KEY,
+    offset      INTEGER NOT NULL,
+    line_no     INTEGER NOT NULL,  -- number of the next line to read
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    last_start  INTEGER NOT NULL,  -- byte offset where the last applied line starts
+    last_hash   TEXT NOT NULL,     -- sha256 of the last applied line ('' at offset 0)
+    bad_lines   INTEGER NOT NULL DEFAULT 0,
+    stalled     TEXT,              -- why projection of this log stopped, if it did
+    seen_size   INTEGER NOT NULL DEFAULT 0  -- file size at the last scan
+);
+"""
+
+
+def vector_table_sql(dim: int) -> str:
+    """The vec0 table: partitioned by project, with metadata columns filtered inside KNN."""
+    return (
+        "CREATE VIRTUAL TABLE IF NOT EXISTS memory_vec USING vec0("
+        "project TEXT PARTITION KEY, "
+        f"embedding FLOAT[{int(dim)}] distance_metric=cosine, "
+        "importance INTEGER, created_at TEXT)"
+    )
