@@ -94,7 +94,10 @@ class Index:
                 return self._open_checked()
 
     def _open_checked(self) -> Any:
-        conn = db.connect(self.path)
+        try:  # a garbage file already fails here, on the journal-mode pragma
+            conn = db.connect(self.path)
+        except db.database_error() as e:
+            raise IndexCorrupt(str(e)) from e
         try:
             version = _schema_version(conn)
             if version is None:
