@@ -62,6 +62,9 @@ class Projection:
 
     def _scan(self, t: Tracking, progress: ProgressFn | None) -> int:
         applied, batch = 0, []
+        # Batches before the last record an impossible size, so a scan cut short (kill -9,
+        # an error) leaves the log pending; only the final batch records the size seen.
+        seen_size, t = t.seen_size, t.advanced(seen_size=-1)
         try:
             for line in self.log.scan(t.project, t.offset, t.line_no):
                 batch.append(line)
@@ -75,7 +78,7 @@ class Projection:
             if t.project not in self._reported_stalls:
                 self._reported_stalls.add(t.project)
                 logger.error("projection of project %r stopped: %s", t.project, e)
-        t = self._apply(t, batch)
+        t = self._apply(t.advanced(seen_size=seen_size), batch)
         if progress and batch:
             progress(batch[-1].end - batch[0].start)
         return applied + _count_events(batch)
