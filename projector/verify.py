@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from eventlog import EventLog, fold
+from eventlog import Event, EventLog, UnsupportedEventVersion, fold
 
 from .apply import has_vector_table
 from .model import VerifyReport
@@ -14,8 +14,25 @@ from .model import VerifyReport
 _ROW = "project, memory_id, present, content, tags, importance, kind, meta, created_at, updated_at, winner_event_id"
 
 
-def _expected(log: EventLog) -> dict[tuple[str, str], tuple[Any, ...]]:
-    states = fold(log.read_all())
+def _read_logs(log: EventLog) -> tuple[list[Event], list[str]]:
+    """Every good event and every bad line; a log stops at an event newer than this code,
+    as its projection does, so the index is compared with the part it can hold."""
+    events: list[Event] = []
+    problems: list[str] = []
+    for project in log.projects():
+        try:
+            for line in log.scan(project):
+                if line.event is not None:
+                    events.append(line.event)
+                else:
+                    problems.append(f"{project} line {line.line_no}: {line.problem}")
+        except UnsupportedEventVersion as e:
+            problems.append(f"{project}: reading stopped: {e}")
+    return events, problems
+
+
+def _expected(events: list[Event]) -> dict[tuple[str, str], tuple[Any, ...]]:
+    states = fold(events)
     expected = {}
     for key, s in states.items():
         e = s.saved
@@ -69,11 +86,8 @@ def _derived_differences(conn: Any, vectors_expected: bool) -> list[str]:
     return out
 
 
-def _problems(conn: Any, log: EventLog) -> list[str]:
-    out = []
-    for project in log.projects():
-        for line in log.problems(project):
-            out.append(f"{project} line {line.line_no}: {line.problem}")
+def _problems(conn: Any, log_problems: list[str]) -> list[str]:
+    out = list(log_problems)
     for project, stalled in conn.execute("SELECT project, stalled FROM tracking WHERE stalled IS NOT NULL"):
         out.append(f"{project}: projection stopped: {stalled}")
     return out
@@ -83,5 +97,6 @@ def verify_index(conn: Any, log: EventLog, model_id: str) -> VerifyReport:
     """Differences between the index and the fold of the logs, plus the logs' bad lines."""
     complete = conn.execute("SELECT value FROM meta WHERE key = 'vectors_complete'").fetchone()
     vectors_expected = bool(model_id) and (complete is None or complete[0] != "0")
-    differences = _row_differences(_expected(log), _actual(conn)) + _derived_differences(conn, vectors_expected)
-    return VerifyReport(ok=not differences, differences=differences, problems=_problems(conn, log))
+    events, log_problems = _read_logs(log)
+    differences = _row_differences(_expected(events), _actual(conn)) + _derived_differences(conn, vectors_expected)
+    return VerifyReport(ok=not differences, differences=differences, problems=_problems(conn, log_problems))
