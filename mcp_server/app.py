@@ -29,6 +29,7 @@ from eventlog import EventLogError
 
 from . import __version__
 from .service import Found, Loaded, MemoryService, ServiceError, memory_record, render_context
+from .settings import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -382,16 +383,6 @@ def _search_text(found: Found) -> str:
 
 
 # -- transports ---------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def transport_security(host: str) -> TransportSecuritySettings:

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .service import MemoryService, memory_record, render_context
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, is_loopback, load_settings
 
 logger = logging.getLogger("mnemolog")
 
@@ -176,8 +176,6 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the MCP server until the client disconnects (stdio) or until interrupted (HTTP)."""
-    from .app import is_loopback
-
     if args.http:
         if not 0 < args.port < 65536:
             raise UsageError(f"--port {args.port} is not a port number (1-65535)")

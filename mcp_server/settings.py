@@ -6,6 +6,7 @@ the variable, instead of surfacing later as a puzzling tool error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -197,3 +198,13 @@ def _token(env: Mapping[str, str]) -> str | None:
     if len(token) < 16:
         raise SettingsError("MNEMOLOG_HTTP_TOKEN is too short: use at least 16 characters")
     return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
