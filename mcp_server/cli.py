@@ -190,9 +190,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     service = MemoryService(settings, client="mnemolog-mcp", watch=True)
     server = build_server(service)
     if args.http:
-        logger.warning("serving MCP over streamable HTTP at http://%s:%d/mcp%s", args.host, args.port,
-                       " (bearer token required)" if settings.http_token else "")
-        run_http(server, args.host, args.port, settings.http_token, settings.log_level)
+        host = args.host.strip("[]")
+        shown = f"[{host}]" if ":" in host else host
+        print(f"mnemolog: serving MCP at http://{shown}:{args.port}/mcp"
+              + (" (bearer token required)" if settings.http_token else ""), file=sys.stderr, flush=True)
+        run_http(server, host, args.port, settings.http_token, settings.log_level)
     else:
         run_stdio(server)
     return 0

@@ -62,7 +62,7 @@ def load_settings(
 ) -> Settings:
     """Read ``MNEMOLOG_*`` (and the extended-memory-mcp compatible) variables; options win."""
     env = os.environ if environ is None else environ
-    return Settings(
+    return _check_embedder(Settings(
         home=_home(env, home),
         project=_project(env, project),
         log_level=_log_level(env),
@@ -78,7 +78,7 @@ def load_settings(
         durability=_choice(env, "MNEMOLOG_DURABILITY", ("always", "never"), "always"),
         lock_timeout=_seconds(env, "MNEMOLOG_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT),
         http_token=_token(env),
-    )
+    ))
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -187,6 +187,14 @@ def _embed_url(env: Mapping[str, str]) -> str | None:
             "e.g. http://127.0.0.1:11434/v1/embeddings)"
         )
     return url
+
+
+def _check_embedder(settings: Settings) -> Settings:
+    if settings.embedder == "http" and not settings.embed_model:
+        raise SettingsError("MNEMOLOG_EMBEDDER=http needs MNEMOLOG_EMBED_MODEL (the model name the endpoint serves)")
+    if settings.embedder == "minilm" and settings.embed_dim not in (None, 384):
+        raise SettingsError(f"MNEMOLOG_EMBED_DIM={settings.embed_dim}: the minilm embedder has 384 dimensions")
+    return settings
 
 
 def _token(env: Mapping[str, str]) -> str | None:

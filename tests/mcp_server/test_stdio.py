@@ -1,0 +1,133 @@
+"""``mnemolog serve`` over stdio in real subprocesses: lazy startup, a clean stdout, the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+Env = Callable[..., dict[str, str]]
+
+
+def stdio_params(env: dict[str, str], *python_flags: str) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=[*python_flags, "-m", "mcp_server", "serve"],
+                                 env=env, cwd=str(REPO_ROOT))
+
+
+def imported_modules(importtime_log: str) -> set[str]:
+    """Module names from ``python -X importtime`` output."""
+    names = set()
+    for line in importtime_log.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+def test_tools_list_is_answered_without_the_model_or_the_index(home: Path, env_for: Env, tmp_path: Path) -> None:
+    """With the default (MiniLM) embedder configured, listing tools loads neither it nor SQLite."""
+    env = env_for(home, MNEMOLOG_EMBEDDER="minilm")
+    errlog_path = tmp_path / "stderr.txt"
+
+    async def main() -> list[str]:
+        with errlog_path.open("w") as errlog:
+            async with Client(stdio_client(stdio_params(env, "-X", "importtime"), errlog=errlog)) as client:
+                tools = await client.list_tools()
+                assert not (home / "index.db").exists()
+                return [t.name for t in tools.tools]
+
+    names = anyio.run(main)
+    assert "save_context" in names and len(names) == 7
+    assert not (home / "index.db").exists() and not (home / "cache").exists()
+    modules = imported_modules(errlog_path.read_text())
+    assert "mcp_server.app" in modules  # the log is the server's
+    assert not {m for m in modules if m.split(".")[0] in ("onnxruntime", "sqlite_vec", "sqlean", "tokenizers")}
+    assert "projector.index" not in modules and "numpy" not in modules
+
+
+def test_stdout_carries_nothing_but_protocol(home: Path, env_for: Env) -> None:
+    """Raw JSON-RPC over the pipes, with debug logging on: every stdout line is a message."""
+    requests: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "save_context", "arguments": {"content": "Raw pipes work.", "tags": ["raw"]}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+            "name": "save_context", "arguments": {"content": "", "project_id": "../x"}}},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "search_contexts", "arguments": {"query": "raw pipes"}}},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_server", "serve"], cwd=REPO_ROOT,
+        env=env_for(home, MNEMOLOG_LOG_LEVEL="DEBUG"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    responses: dict[int, dict[str, Any]] = {}
+    try:
+        for request in requests:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            if "id" in request:
+                while request["id"] not in responses:
+                    line = proc.stdout.readline()
+                    assert line, "server closed stdout early"
+                    message = json.loads(line)  # anything but a JSON-RPC message fails here
+                    assert message["jsonrpc"] == "2.0"
+                    if "id" in message:
+                        responses[message["id"]] = message
+        proc.stdin.close()
+        rest, err = proc.stdout.read(), proc.stderr.read() if proc.stderr else ""
+        assert proc.wait(timeout=30) == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for line in rest.splitlines():
+        assert json.loads(line)["jsonrpc"] == "2.0"
+    assert responses[1]["result"]["serverInfo"]["name"] == "mnemolog"
+    assert "load_contexts" in responses[1]["result"]["instructions"]
+    assert len(responses[2]["result"]["tools"]) == 7
+    assert responses[3]["result"]["structuredContent"]["created"] is True
+    assert responses[4]["result"]["isError"] is True
+    found = responses[5]["result"]["structuredContent"]["results"]
+    assert [r["content"] for r in found] == ["Raw pipes work."]
+    assert "DEBUG" in err  # the logs went somewhere: stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_search_by_meaning_with_the_real_model(home: Path, env_for: Env) -> None:
+    """The bundled MiniLM model over stdio: a paraphrase finds the memory no word of it shares."""
+    env = env_for(home, MNEMOLOG_EMBEDDER="minilm")
+    facts = [
+        "The deploy pipeline ships to production every Friday afternoon.",
+        "Alice prefers dark mode in every editor.",
+        "The invoices table is partitioned by month.",
+        "Our cat is called Miso.",
+    ]
+
+    async def main() -> dict[str, Any]:
+        async with Client(stdio_params(env)) as client:
+            for fact in facts:
+                result = await client.call_tool("save_context", {"content": fact})
+                assert not result.is_error, result.content
+            result = await client.call_tool("search_contexts", {"query": "when do we release new versions?",
+                                                                "limit": 2})
+            assert not result.is_error, result.content
+            assert isinstance(result.structured_content, dict)
+            return result.structured_content
+
+    found = anyio.run(main)
+    assert found["mode"] == "hybrid" and found.get("warning") is None
+    assert found["results"][0]["content"] == facts[0]
+    assert (home / "cache").exists()  # the embeddings were cached for rebuilds
