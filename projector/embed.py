@@ -125,7 +125,7 @@ class OnnxMiniLM:
         self.dim = MINILM_DIM
         self.model_path = Path(model_path) if model_path is not None else None
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else TOKENIZER_PATH
-        self.threads = threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
+        self.threads = threads or min(DEFAULT_THREADS, _usable_cpus())
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self._runtime: _Runtime | None = None
@@ -182,8 +182,8 @@ class OnnxMiniLM:
             tokenizer = tokenizers.Tokenizer.from_file(str(self.tokenizer_path))
         except Exception as e:  # tokenizers raises a bare Exception for unreadable files
             raise EmbedderUnavailable(f"cannot load the tokenizer {self.tokenizer_path}: {e}; {NONE_HINT}") from e
-        # The file says: truncate at 128 and pad every input to 128. The model was trained at
-        # 256 and padding is done per batch (pad_batch), to the longest input only.
+        # The file says: truncate at 128 and pad every input to 128. sentence-transformers runs
+        # this model at max_seq_length 256, and pad_batch pads each batch to its longest input.
         tokenizer.enable_truncation(max_length=self.max_tokens)
         tokenizer.no_padding()
         try:
@@ -204,6 +204,13 @@ class OnnxMiniLM:
         options.enable_cpu_mem_arena = False
         options.log_severity_level = 3  # errors only, and onnxruntime logs to stderr, not stdout
         return options
+
+
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container or taskset may allow fewer than exist).
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _verify_model(path: Path, sha256: str) -> None:
