@@ -12,6 +12,7 @@ import pytest
 from ulid import ULID
 
 from eventlog import EventLog
+from eventlog import clock
 from eventlog.clock import format_ts
 from mcp_server.service import InvalidArgument, Loaded, MemoryService, render_context, time_range
 from mcp_server.settings import load_settings
@@ -55,8 +56,14 @@ def _service(home: Path) -> MemoryService:
     return MemoryService(load_settings({"MNEMOLOG_HOME": str(home), "MNEMOLOG_EMBEDDER": "none"}))
 
 
-def test_update_and_forget_take_effect_after_a_save_from_a_clock_ahead(tmp_path: Path) -> None:
+def test_update_and_forget_take_effect_after_a_save_from_a_clock_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A memory saved by a machine whose clock runs an hour ahead can still be changed here."""
+    # Stamping after that save moves this process's monotonic clock an hour ahead, by design;
+    # put it back afterwards so later tests in this process see real time.
+    monkeypatch.setattr(clock, "_last_ms", clock._last_ms)
+    monkeypatch.setattr(clock, "_last_random", clock._last_random)
     log = EventLog(tmp_path)
     ahead = log.build_save("acme", "Saved on a laptop with a fast clock.", ["x"])
     ms = int(datetime.now(timezone.utc).timestamp() * 1000) + 3_600_000  # not via next_stamp: it
