@@ -80,6 +80,13 @@ def configure_logging(level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("watchdog.observers.inotify").addFilter(_drop_watchdog_stop_race)
+
+
+def _drop_watchdog_stop_race(record: logging.LogRecord) -> bool:
+    """watchdog logs an ERROR when its inotify thread is stopped while a log file is being
+    written (a benign race at shutdown: events after stop are dropped, which is what we want)."""
+    return "called when the thread is inactive" not in record.getMessage()
 
 
 # -- parser ---------------------------------------------------------------------------------
