@@ -55,12 +55,14 @@ def ensure_logs_dir(root: Path) -> Path:
     logs = ensure_dir(logs_dir(root))
     attributes = logs / ".gitattributes"
     if not attributes.exists():
-        fd = os.open(attributes, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            os.write(fd, GITATTRIBUTES.encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+            fd = os.open(attributes, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            pass  # another process made it between our check and our open
+        else:
+            try:
+                os.write(fd, GITATTRIBUTES.encode())
+            finally:
+                os.close(fd)
     ensure_dir(root / "locks")
     return logs

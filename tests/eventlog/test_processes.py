@@ -29,7 +29,7 @@ def test_eight_processes_saving_at_once_lose_nothing(root: Path, tmp_path: Path,
     go.touch()
     returned: dict[str, list[str]] = {}
     for n, proc in enumerate(procs):
-        out, err = proc.communicate(timeout=120)
+        out, err = finish(proc)
         assert proc.returncode == 0, err
         *ids, done = out.splitlines()
         assert done == "done" and len(ids) == SAVES_EACH
@@ -56,9 +56,22 @@ ROUNDS = 25
 WRITERS_PER_ROUND = 3  # 75 kills
 
 
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """The rest of a writer's stdout and its stderr, once it has ended.
+
+    Not ``communicate()``: that reads the raw pipes and would skip whatever an earlier
+    ``readline()`` had already buffered.
+    """
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()  # EOF once the writer has exited or been killed
+    err = proc.stderr.read()  # small: a writer prints to stderr only when it fails
+    proc.wait(timeout=30)
+    return out, err
+
+
 def read_reported(proc: subprocess.Popen[str]) -> list[str]:
     """Every id the killed writer printed (a flushed line means save() had returned)."""
-    out, _ = proc.communicate(timeout=30)
+    out, _ = finish(proc)
     lines = out.split("\n")
     complete = lines[:-1]  # a kill can cut the last print short: that save is not claimed
     assert all(len(line) == 16 for line in complete), complete[-3:]

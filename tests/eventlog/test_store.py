@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -26,7 +28,8 @@ from eventlog import (
     read_events,
     scan,
 )
-from eventlog.paths import default_root
+from eventlog.lock import held
+from eventlog.paths import default_root, ensure_logs_dir
 
 
 def mode(path: Path) -> int:
@@ -253,3 +256,43 @@ def test_lock_timeout_when_another_process_holds_the_lock(root: Path, child_env:
             holder.stdout.close()
     EventLog(root, lock_timeout=5).save("acme", "second")  # the lock died with its holder
     assert len(list(EventLog(root).read("acme"))) == 2
+
+
+def test_lock_excludes_other_threads_of_the_same_process(log: EventLog, root: Path) -> None:
+    log.save("acme", "first")
+    impatient = EventLog(root, lock_timeout=0.2)
+    with held(root / "locks" / "acme.lock"):
+        for writer in (log, impatient):
+            writer.lock_timeout = 0.2
+            with pytest.raises(LockTimeout):
+                writer.save("acme", "while another thread holds the lock")
+    assert len(list(log.read("acme"))) == 1
+
+
+def test_threads_saving_through_one_eventlog_lose_nothing(log: EventLog) -> None:
+    def work(n: int) -> list[str]:
+        return [log.save("acme", f"thread {n} memory {i}") for i in range(200)]
+
+    with ThreadPoolExecutor(4) as pool:
+        returned = [i for ids in pool.map(work, range(4)) for i in ids]
+    assert log.problems("acme") == []
+    assert sorted(e.memory_id for e in log.read("acme")) == sorted(returned)
+    assert len(set(returned)) == 800
+
+
+def test_store_removed_under_a_running_eventlog_is_made_again(log: EventLog, root: Path) -> None:
+    log.save("acme", "before")
+    shutil.rmtree(root)
+    memory_id = log.save("acme", "after")
+    assert [e.memory_id for e in log.read("acme")] == [memory_id]
+    assert (root / "logs" / ".gitattributes").read_text() == "*.jsonl merge=union\n"
+    assert mode(root / "logs") == 0o700
+
+
+def test_first_use_race_on_gitattributes_is_harmless(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    EventLog(root).save("acme", "made by the first process")
+    # A second process checked before the first created the file, then tries to create it.
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    ensure_logs_dir(root)  # once raised FileExistsError (seen with 8 processes starting at once)
+    monkeypatch.undo()
+    assert (root / "logs" / ".gitattributes").read_text() == "*.jsonl merge=union\n"
