@@ -19,10 +19,19 @@ _last_ms = 0
 _last_random = 0
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_ts(ms: int) -> str:
     """UTC ISO-8601 with milliseconds and a ``Z``: sorts lexicographically by time."""
-    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    global _last_second
+    second, milli = divmod(ms, 1000)
+    cached_second, prefix = _last_second  # one tuple read: safe without the lock
+    if second != cached_second:
+        # Formatting the date costs more than the rest of a stamp: once per second is enough.
+        prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (second, prefix)
+    return f"{prefix}{milli:03d}Z"
 
 
 def parse_ts(ts: str) -> int:

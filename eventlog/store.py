@@ -48,6 +48,8 @@ class EventLog:
         self.lock_timeout = lock_timeout
         self.client = client
         self._host = socket.gethostname()
+        self._dirs_ready = False  # logs/, locks/ and .gitattributes made by this instance
+        self._paths: dict[str, tuple[Path, Path]] = {}  # project -> (log, lock)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -62,13 +64,13 @@ class EventLog:
     ) -> str:
         """Append a ``memory.saved`` event and return the memory id (same content, same id)."""
         event = self.build_save(project, content, tags, importance, kind, meta)
-        self.append(event.project, [event])
+        self._write(event.project, [event])
         return event.memory_id
 
     def forget(self, project: str, memory_id: str, not_before_ts: str | None = None) -> None:
         """Append a ``memory.forgotten`` tombstone, timed after ``not_before_ts`` if given."""
         event = self.build_forget(project, memory_id, not_before_ts)
-        self.append(event.project, [event])
+        self._write(event.project, [event])
 
     def replace(self, project: str, old_memory_id: str, new: MemorySaved) -> None:
         """An update: the new save then the forget of the old id, in one write."""
@@ -116,17 +118,25 @@ class EventLog:
         project = validate_project(project)
         if any(e.project != project for e in events):
             raise InvalidProject(f"every event appended to {project!r} must belong to it")
-        if not events:
-            return
+        if events:
+            self._write(project, events)
+
+    def _write(self, project: str, events: Sequence[Event]) -> None:
+        """Append events of an already validated project (the events are checked by the caller)."""
         data = b"".join(encode_event(e) for e in events)
-        paths.ensure_logs_dir(self.root)
-        append_lines(
-            paths.log_path(self.root, project),
-            paths.lock_path(self.root, project),
-            data,
-            self.durability,
-            self.lock_timeout,
-        )
+        if project not in self._paths:
+            self._paths[project] = (paths.log_path(self.root, project), paths.lock_path(self.root, project))
+        log, lock = self._paths[project]
+        if not self._dirs_ready:
+            paths.ensure_logs_dir(self.root)
+            self._dirs_ready = True
+        try:
+            append_lines(log, lock, data, self.durability, self.lock_timeout)
+        except FileNotFoundError:
+            # The directories went away under a long-running process (checked only once, to
+            # keep stat calls off every save). Nothing was written: make them again, retry.
+            paths.ensure_logs_dir(self.root)
+            append_lines(log, lock, data, self.durability, self.lock_timeout)
 
     def _actor(self) -> Actor:
         return Actor(client=self.client, host=self._host, pid=os.getpid())
