@@ -50,7 +50,12 @@ def append_lines(
     """
     if not data.endswith(b"\n"):
         raise ValueError("append_lines takes complete lines")
-    fd = os.open(log, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    created = False
+    try:
+        fd = os.open(log, os.O_RDWR | os.O_APPEND)
+    except FileNotFoundError:
+        fd = os.open(log, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        created = True
     try:
         with held(lock, lock_timeout):
             _write_all(fd, (b"\n" + data) if _ends_torn(fd) else data)
@@ -58,5 +63,19 @@ def append_lines(
         # that sync at the same time share one flush instead of queueing behind each other.
         if durability is Durability.ALWAYS:
             _sync(fd)
+            if created:
+                _sync_dir(log.parent)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(directory: Path) -> None:
+    # A new file's name lives in its directory: without this, a power cut could lose the
+    # whole first log of a project even though its data was synced.
+    if os.name != "posix":  # pragma: no cover - directories cannot be opened on Windows
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)

@@ -28,6 +28,7 @@ from eventlog import (
     read_events,
     scan,
 )
+from eventlog import writer
 from eventlog.lock import held
 from eventlog.paths import default_root, ensure_logs_dir
 
@@ -296,3 +297,15 @@ def test_first_use_race_on_gitattributes_is_harmless(root: Path, monkeypatch: py
     ensure_logs_dir(root)  # once raised FileExistsError (seen with 8 processes starting at once)
     monkeypatch.undo()
     assert (root / "logs" / ".gitattributes").read_text() == "*.jsonl merge=union\n"
+
+
+@pytest.mark.parametrize(("durability", "expected"), [("always", 1), ("never", 0)])
+def test_a_new_log_file_is_made_durable_in_its_directory(
+    root: Path, monkeypatch: pytest.MonkeyPatch, durability: str, expected: int
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(writer, "_sync_dir", synced.append)
+    log = EventLog(root, durability=durability)
+    log.save("acme", "creates the file")
+    log.save("acme", "appends to it")
+    assert synced == [root / "logs"] * expected  # only when the file was created
