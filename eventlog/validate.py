@@ -54,7 +54,9 @@ def validate_project(project: object) -> str:
     if any(sep in project for sep in ("/", "\\")) or ".." in project:
         raise InvalidProject(f"project id {project!r} contains a path separator or '..'")
     lowered = project.lower()
-    if not PROJECT_PATTERN.fullmatch(lowered):
+    # ASCII first: str.lower() maps some non-ASCII letters into [a-z] (the Kelvin sign
+    # U+212A becomes "k"), which would file the memory under another project's name.
+    if not project.isascii() or not PROJECT_PATTERN.fullmatch(lowered):
         raise InvalidProject(
             f"project id {project!r} is invalid: it must match [a-z0-9][a-z0-9._-]{{0,63}} "
             "(1-64 characters, starting with a letter or digit)"

@@ -44,6 +44,7 @@ BAD_PROJECTS = [
     ("_x", "starting with a letter or digit"),
     ("a b", r"must match \[a-z0-9\]"),
     ("caf\u00e9", r"must match \[a-z0-9\]"),
+    ("\u212acme", r"must match \[a-z0-9\]"),  # Kelvin sign: lower() would make it "kcme"
     (None, "must be a string"),
     (7, "must be a string"),
 ]
