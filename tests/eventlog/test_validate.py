@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventlog import (
     ContentTooLarge,
@@ -21,6 +24,7 @@ from eventlog import (
     InvalidTags,
     ValidationError,
 )
+from eventlog.validate import validate_project
 
 BAD_PROJECTS = [
     ("../x", "path separator or '..'"),
@@ -209,3 +213,15 @@ def test_bad_kind(refuses: Refuses, setup: tuple[EventLog, str, Path], kind: Any
 )
 def test_bad_meta(refuses: Refuses, setup: tuple[EventLog, str, Path], meta: Any, message: str) -> None:
     refuses(setup, lambda log, project: log.save(project, "content", meta=meta), InvalidMeta, message)
+
+
+@given(st.text(max_size=70) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True))
+def test_a_project_id_is_accepted_only_as_its_own_lower_case_ascii(project: str) -> None:
+    try:
+        cleaned = validate_project(project)
+    except InvalidProject as e:
+        assert str(e)  # always says why
+        return
+    assert project.isascii() and cleaned == project.lower()
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", cleaned) and ".." not in cleaned
+    assert cleaned.split(".")[0] not in {"con", "prn", "aux", "nul"}
