@@ -12,6 +12,7 @@ thread that opened them, and the service is not meant to be entered twice at onc
 from __future__ import annotations
 
 import asyncio
+import inspect
 import hmac
 import ipaddress
 import logging
@@ -235,7 +236,16 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
     worker = _Worker(service)
     server._mnemolog_worker = worker  # type: ignore[attr-defined]  # for shutdown
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True,
+    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a tool; its docstring, dedented, is the description the model reads."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+            return fn
+
+        return register
+
+    @tool(ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True,
                                              openWorldHint=False))
     async def save_context(
         content: Annotated[str, Field(description="The memory: one self-contained fact, decision or note.")],
@@ -255,7 +265,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
         return _result(SaveOut(id=saved.id, project_id=saved.project, created=saved.created),
                        f"{verb} {saved.id} in project {saved.project}.")
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def load_contexts(
         project_id: ProjectArg = None,
         importance_level: Annotated[
@@ -271,7 +281,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
                                                         limit=limit, tags=tags_filter))
         return _result(_load_out(loaded), render_context(loaded))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def search_contexts(
         query: Annotated[str, Field(description="What to look for, in words or as an idea.")],
         project_id: ProjectArg = None,
@@ -292,7 +302,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
                                                          since=since, until=until, min_importance=min_importance))
         return _result(_search_out(found), _search_text(found))
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False,
+    @tool(ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False,
                                              openWorldHint=False))
     async def update_context(
         context_id: IdArg,
@@ -318,7 +328,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
             text = f"Updated memory {updated.id}."
         return _result(out, text)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
+    @tool(ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
                                              openWorldHint=False))
     async def forget_context(
         context_id: IdArg,
@@ -330,7 +340,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
         return _result(ForgetOut(id=gone.id, project_id=gone.project, forgotten=True),
                        f"Forgot memory {gone.id} of project {gone.project}.")
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def list_all_projects(ctx: Context | None = None) -> Annotated[CallToolResult, ProjectsOut]:
         """List every project with its number of memories and its last activity."""
         projects = await worker.run(ctx, lambda s: s.projects())
@@ -340,7 +350,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
                  for p in projects]
         return _result(out, "\n".join(lines) if lines else "No projects yet.")
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def get_popular_tags(
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many tags.")] = 20,
         min_usage: Annotated[int, Field(ge=1, description="Only tags used at least this often.")] = 1,

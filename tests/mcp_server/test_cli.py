@@ -84,7 +84,7 @@ def test_tags_of_every_project(cli: Cli) -> None:
 
 def test_rebuild_and_verify(cli: Cli, home: Path) -> None:
     for n in range(5):
-        cli("save", f"fact {n}")
+        assert cli("save", f"fact {n}").code == 0
     rebuilt = cli("rebuild", "--json")
     assert rebuilt.code == 0 and rebuilt.json == {"events": 5}
     verified = cli("verify", "--json")
@@ -93,7 +93,8 @@ def test_rebuild_and_verify(cli: Cli, home: Path) -> None:
 
 
 def test_verify_exits_1_on_drift(cli: Cli, home: Path) -> None:
-    cli("save", "a fact the index will lose")
+    saved = cli("save", "a fact the index will lose")
+    assert saved.code == 0, saved.err
     import sqlite3
 
     try:  # drift: delete a row behind the projector's back (plain sqlite3 is enough for that)
@@ -156,3 +157,19 @@ def test_every_command_has_help(cli: Cli) -> None:
         assert command in top.out
         sub = cli(command, "--help")
         assert sub.code == 0 and "--json" in sub.out and "--home" in sub.out
+
+
+def test_progress_bar_redraws_one_line() -> None:
+    import io
+
+    from mcp_server.cli import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    for done in (0, 1, 5, 5, 10):
+        bar.update(done, 10)
+    bar.finish()
+    frames = stream.getvalue().split("\r")[1:]
+    assert frames[0] == "rebuilding [          ]   0%"
+    assert frames[-1] == "rebuilding [##########] 100%\n"
+    assert len(frames) == 4  # an unchanged percentage is not redrawn

@@ -32,7 +32,7 @@ def test_every_command_is_documented() -> None:
 
 def test_every_tool_is_documented() -> None:
     source = (REPO_ROOT / "mcp_server" / "app.py").read_text()
-    tools = re.findall(r"@server\.tool\(.*?\n    async def (\w+)\(", source, re.DOTALL)
+    tools = re.findall(r"@tool\(.*?\n    async def (\w+)\(", source, re.DOTALL)
     assert len(tools) == 7
     for name in tools:
         assert f"`{name}(" in README, name
