@@ -52,7 +52,7 @@ def insert_vector(conn: Any, rowid: int, project: str, vector: bytes, importance
     )
 
 
-def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes]) -> None:
+def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes], seq: int) -> None:
     e = op.event
     values = (
         e.content, orjson.dumps(list(e.tags)).decode(), e.importance, e.kind,
@@ -62,8 +62,8 @@ def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes]) -> None:
     if rowid is None:
         cursor = conn.execute(
             "INSERT INTO memory (project, memory_id, present, content, tags, importance, kind, meta,"
-            " created_at, updated_at, winner_event_id) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.project, e.memory_id, *values),
+            " created_at, updated_at, winner_event_id, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.project, e.memory_id, *values, seq),
         )
         rowid = int(cursor.lastrowid)
     else:
@@ -86,14 +86,14 @@ def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes]) -> None:
         insert_vector(conn, rowid, e.project, vector, e.importance, op.created_at)
 
 
-def _tombstone(conn: Any, op: Tombstone) -> None:
+def _tombstone(conn: Any, op: Tombstone, seq: int) -> None:
     e = op.event
     rowid = _rowid(conn, e.project, e.memory_id)
     if rowid is None:
         conn.execute(
-            "INSERT INTO memory (project, memory_id, present, created_at, updated_at, winner_event_id)"
-            " VALUES (?, ?, 0, ?, ?, ?)",
-            (e.project, e.memory_id, op.created_at, e.ts, e.event_id),
+            "INSERT INTO memory (project, memory_id, present, created_at, updated_at, winner_event_id, seq)"
+            " VALUES (?, ?, 0, ?, ?, ?, ?)",
+            (e.project, e.memory_id, op.created_at, e.ts, e.event_id, seq),
         )
         return
     conn.execute(
@@ -117,14 +117,15 @@ def _set_created(conn: Any, op: SetCreated) -> None:
             insert_vector(conn, rowid, op.project, row[0], row[1], op.created_at)
 
 
-def apply_ops(conn: Any, ops: Iterable[Op], vectors: Mapping[str, bytes]) -> None:
-    """Execute planned operations; ``vectors`` maps a save's event id to its embedding."""
+def apply_ops(conn: Any, ops: Iterable[Op], vectors: Mapping[str, bytes], seq: int = 0) -> None:
+    """Execute planned operations; ``vectors`` maps a save's event id to its embedding and
+    ``seq`` is the log line of the event (kept for memories seen for the first time)."""
     for op in ops:
         match op:
             case UpsertMemory():
-                _upsert(conn, op, vectors)
+                _upsert(conn, op, vectors, seq)
             case Tombstone():
-                _tombstone(conn, op)
+                _tombstone(conn, op, seq)
             case SetCreated():
                 _set_created(conn, op)
 

@@ -1,5 +1,6 @@
-"""Hybrid search: keyword (bm25) and vector (KNN) candidates, filtered inside each candidate
-query, fused by reciprocal rank."""
+"""Hybrid search: keyword (bm25) and vector (cosine) candidates, each generated with every
+filter applied inside its query, then fused by scaled score, smoothed with the memories
+saved next to them, and boosted where the query names a memory's tag."""
 
 from __future__ import annotations
 
@@ -8,55 +9,51 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import fts_match_expression, reciprocal_rank_fusion
+from .search import boost_tagged, fts_match_expression, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
 
-CANDIDATE_DEPTH = 50  # per side, at least; more than the limit so fusion can re-rank
-KEYWORD_WEIGHT = 1.0
-VECTOR_WEIGHT = 1.0
+# Measured on LoCoMo dev (tools/bench_locomo.py, BENCHMARKS.md); change only with a new run.
+CANDIDATE_DEPTH = 100  # per side, at least; deeper than the limit so fusion can re-rank
+KEYWORD_WEIGHT = 0.5
+NEIGHBOUR_WEIGHT = 0.3
+TAG_BOOST = 0.2
 
 
-def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> list[int]:
+def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> dict[int, float]:
     match = fts_match_expression(text)
     if match is None:
-        return []
+        return {}
     sql, params = query.keyword_sql(match, filters, depth)
-    return [row[0] for row in conn.execute(sql, params)]
+    return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
-def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int) -> list[int]:
+def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int) -> dict[int, float]:
     if not has_vector_table(conn):
-        return []
+        return {}
     sql, params = query.vector_sql(vector, filters, depth)
-    return [row[0] for row in conn.execute(sql, params)]
+    return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
 def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, index: Index) -> SearchResult:
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     depth = max(CANDIDATE_DEPTH, limit * 5)
-    rankings = [_keyword_candidates(conn, text, filters, depth)]
-    weights = [KEYWORD_WEIGHT]
+    keyword = _keyword_candidates(conn, text, filters, depth)
     vectors = index._embed([text])
-    warning = None
-    if vectors is None:
-        mode = "keyword"
-        warning = _keyword_reason(index)
-    else:
-        mode = "hybrid"
-        rankings.append(_vector_candidates(conn, vectors[0], filters, depth))
-        weights.append(VECTOR_WEIGHT)
-    fused = reciprocal_rank_fusion(rankings, weights)[:limit]
-    memories = query.fetch_memories(conn, [f.rowid for f in fused])
-    best = sum(w / (1 + 60) for w in weights)  # the score of a first place on every side
-    hits = [Hit(memories[f.rowid], round(f.score / best, 6)) for f in fused if f.rowid in memories]
+    vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth)
+    scores = fuse_scores(keyword, vector, KEYWORD_WEIGHT)
+    found = query.fetch_memories(conn, list(scores))
+    scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, NEIGHBOUR_WEIGHT)
+    scores = boost_tagged(scores, {r: m.tags for r, (_, m) in found.items()}, keyword_terms(text), TAG_BOOST)
+    hits = [Hit(found[rowid][1], round(score, 6)) for rowid, score in rank(scores, limit) if rowid in found]
+    warning = None if vectors is not None else _keyword_reason(index)
     stalled = conn.execute(
         "SELECT stalled FROM tracking WHERE project = ? AND stalled IS NOT NULL", (filters.project,)
     ).fetchone()
     if stalled:
         warning = ((warning + "; ") if warning else "") + f"index of this project is incomplete: {stalled[0]}"
-    return SearchResult(hits, mode, warning)
+    return SearchResult(hits, "keyword" if vectors is None else "hybrid", warning)
 
 
 def _keyword_reason(index: Index) -> str:

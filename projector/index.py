@@ -22,7 +22,6 @@ from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery
 from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyReport
 from .runner import Projection
 from .schema import SCHEMA_VERSION, TABLES
-from .search import fts_match_expression, reciprocal_rank_fusion
 
 if TYPE_CHECKING:
     from .embed import Embedder

@@ -47,10 +47,11 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
 
 
 def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """bm25-ranked row ids matching ``match`` (content weighted above tags)."""
+    """Row ids matching ``match`` with their bm25 relevance (higher is better; content
+    weighted above tags)."""
     where, params = filter_sql(f)
     sql = (
-        "SELECT memory_fts.rowid FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        "SELECT memory_fts.rowid, -bm25(memory_fts, 1.0, 0.5) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
         f"WHERE memory_fts MATCH ? AND m.present = 1 AND {where} "
         "ORDER BY bm25(memory_fts, 1.0, 0.5) LIMIT ?"
     )
@@ -58,18 +59,21 @@ def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
 
 
 def vector_sql(vector: bytes, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Nearest row ids by cosine distance. Without tags, vec0's KNN filters its partition
+    """Nearest row ids with their cosine similarity. Without tags, vec0's KNN filters its partition
     and metadata columns; tags live outside vec0, so then the tagged rows are scanned."""
     if not f.tags:
         where, params = filter_sql(Filters(f.project, (), f.min_importance, f.since, f.until), "memory_vec")
-        sql = f"SELECT rowid FROM memory_vec WHERE embedding MATCH ? AND k = ? AND {where} ORDER BY distance"
+        sql = (
+            "SELECT rowid, 1.0 - distance FROM memory_vec "
+            f"WHERE embedding MATCH ? AND k = ? AND {where} ORDER BY distance"
+        )
         return sql, [vector, depth, *params]
     where, params = filter_sql(f, "v")
     sql = (
-        "SELECT v.rowid FROM memory_vec v "
-        f"WHERE {where} ORDER BY vec_distance_cosine(v.embedding, ?) LIMIT ?"
+        "SELECT v.rowid, 1.0 - vec_distance_cosine(v.embedding, ?) AS similarity FROM memory_vec v "
+        f"WHERE {where} ORDER BY similarity DESC LIMIT ?"
     )
-    return sql, [*params, vector, depth]
+    return sql, [vector, *params, depth]
 
 
 def row_to_memory(row: Sequence[Any]) -> Memory:
@@ -81,16 +85,16 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
     )
 
 
-def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, Memory]:
-    """Present memories by row id."""
+def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, Memory]]:
+    """Present memories by row id, each with its position (``seq``) in its project's log."""
     if not rowids:
         return {}
     marks = ", ".join("?" for _ in rowids)
     rows = conn.execute(
-        f"SELECT m.rowid, {MEMORY_COLUMNS} FROM memory m WHERE m.present = 1 AND m.rowid IN ({marks})",
+        f"SELECT m.rowid, m.seq, {MEMORY_COLUMNS} FROM memory m WHERE m.present = 1 AND m.rowid IN ({marks})",
         list(rowids),
     )
-    return {row[0]: row_to_memory(row[1:]) for row in rows}
+    return {row[0]: (row[1], row_to_memory(row[2:])) for row in rows}
 
 
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:

@@ -101,7 +101,7 @@ class Projection:
             for line in lines:
                 if line.event is not None:
                     current = read_current(self.conn, line.event.project, line.event.memory_id)
-                    apply_ops(self.conn, plan_ops(line.event, current), vectors)
+                    apply_ops(self.conn, plan_ops(line.event, current), vectors, line.line_no)
             write_tracking(self.conn, t)
 
         self._transaction(write)

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS memory (
     created_at      TEXT,            -- earliest save of this memory
     updated_at      TEXT NOT NULL,   -- timestamp of the deciding event
     winner_event_id TEXT NOT NULL,   -- event id of the deciding event
+    seq             INTEGER NOT NULL, -- line of the log where the memory first appeared
     UNIQUE (project, memory_id)
 );
 CREATE INDEX IF NOT EXISTS memory_by_project

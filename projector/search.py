@@ -1,12 +1,10 @@
-"""Pure search helpers: keyword query building and reciprocal rank fusion. No I/O."""
+"""Pure search helpers: keyword query building and score fusion. No I/O."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-RRF_K = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that carry no topic: matching them only adds noise to bm25.
 STOPWORDS = frozenset(
@@ -35,22 +33,61 @@ def fts_match_expression(query: str) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-@dataclass(frozen=True, slots=True)
-class Fused:
-    """A candidate after fusion: its row id and fused score."""
+def min_max(scores: Mapping[int, float]) -> dict[int, float]:
+    """Scale scores to [0, 1] over the candidates; equal scores (one candidate) all become 1."""
+    if not scores:
+        return {}
+    lo, hi = min(scores.values()), max(scores.values())
+    if hi == lo:
+        return {rowid: 1.0 for rowid in scores}
+    return {rowid: (s - lo) / (hi - lo) for rowid, s in scores.items()}
 
-    rowid: int
-    score: float
+
+def fuse_scores(keyword: Mapping[int, float], vector: Mapping[int, float] | None, keyword_weight: float) -> dict[int, float]:
+    """Convex combination of min-max scaled keyword (bm25) and vector (cosine) scores.
+    Measured on LoCoMo dev: better than reciprocal rank fusion, which throws the scores'
+    margins away (BENCHMARKS.md)."""
+    kw = min_max(keyword)
+    if vector is None:
+        return kw
+    vec = min_max(vector)
+    return {
+        rowid: keyword_weight * kw.get(rowid, 0.0) + (1.0 - keyword_weight) * vec.get(rowid, 0.0)
+        for rowid in kw.keys() | vec.keys()
+    }
 
 
-def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[int]], weights: Sequence[float] | None = None, k: int = RRF_K
-) -> list[Fused]:
-    """Fuse ranked lists of row ids: score = sum of weight / (k + rank), best first."""
-    weights = weights or [1.0] * len(rankings)
-    scores: dict[int, float] = {}
-    for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, rowid in enumerate(ranking, start=1):
-            scores[rowid] = scores.get(rowid, 0.0) + weight / (k + rank)
-    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-    return [Fused(rowid, score) for rowid, score in ordered]
+def smooth_with_neighbours(scores: Mapping[int, float], seq: Mapping[int, int], weight: float) -> dict[int, float]:
+    """Add ``weight`` x the scores of the memories saved just before and after each one.
+
+    Memories saved one after another usually come from one conversation, and a short
+    note is often only understood with its neighbours ("yes, that one, from Paris")."""
+    if weight == 0:
+        return dict(scores)
+    by_seq = {seq[rowid]: rowid for rowid in scores if rowid in seq}
+    out = {}
+    for rowid, score in scores.items():
+        position = seq.get(rowid)
+        around = 0.0
+        if position is not None:
+            for neighbour in (by_seq.get(position - 1), by_seq.get(position + 1)):
+                around += scores[neighbour] if neighbour is not None else 0.0
+        out[rowid] = score + weight * around
+    return out
+
+
+def boost_tagged(
+    scores: Mapping[int, float], tags: Mapping[int, Sequence[str]], terms: Sequence[str], boost: float
+) -> dict[int, float]:
+    """Add ``boost`` to memories carrying a tag that the query names (``postgres``, a
+    person's name): a tag is the user's own statement of what a memory is about."""
+    wanted = set(terms)
+    return {
+        rowid: score + (boost if any(t.lower() in wanted for t in tags.get(rowid, ())) else 0.0)
+        for rowid, score in scores.items()
+    }
+
+
+def rank(scores: Mapping[int, float], limit: int) -> list[tuple[int, float]]:
+    """The ``limit`` best (rowid, score) pairs, ties broken by row id for stable results."""
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]

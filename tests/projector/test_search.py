@@ -26,33 +26,49 @@ from projector.query import (
     vector_sql,
 )
 from projector.schema import TABLES, vector_table_sql
-from projector.search import Fused, fts_match_expression, keyword_terms, reciprocal_rank_fusion
+from projector.search import (
+    boost_tagged,
+    fts_match_expression,
+    fuse_scores,
+    keyword_terms,
+    min_max,
+    rank,
+    smooth_with_neighbours,
+)
 
-# -- reciprocal rank fusion ---------------------------------------------------------------
-
-
-def test_rrf_sums_reciprocal_ranks_best_first():
-    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
-    assert [f.rowid for f in fused] == [1, 3, 2]
-    assert fused[0] == Fused(1, 1 / 61 + 1 / 62)
-    assert fused[1] == Fused(3, 1 / 63 + 1 / 61)
-    assert fused[2] == Fused(2, 1 / 62)
-
-
-def test_rrf_weights_scale_each_ranking():
-    fused = reciprocal_rank_fusion([[1], [2]], [1.0, 2.0], k=0)
-    assert fused == [Fused(2, 2.0), Fused(1, 1.0)]
+# -- score fusion, neighbours, tags ---------------------------------------------------------
 
 
-def test_rrf_ties_break_by_rowid_and_empty_input_is_empty():
-    assert [f.rowid for f in reciprocal_rank_fusion([[9, 4], [4, 9]])] == [4, 9]
-    assert reciprocal_rank_fusion([]) == []
-    assert reciprocal_rank_fusion([[], []]) == []
+def test_min_max_scales_to_unit_range_and_single_candidates_to_one():
+    assert min_max({1: 2.0, 2: 4.0, 3: 3.0}) == {1: 0.0, 2: 1.0, 3: 0.5}
+    assert min_max({7: -3.0}) == {7: 1.0}
+    assert min_max({}) == {}
 
 
-def test_rrf_refuses_a_weight_per_ranking_mismatch():
-    with pytest.raises(ValueError):
-        reciprocal_rank_fusion([[1], [2]], [1.0])
+def test_fuse_scores_is_a_convex_combination_of_scaled_sides():
+    fused = fuse_scores({1: 10.0, 2: 0.0}, {2: 0.9, 3: 0.1}, keyword_weight=0.25)
+    assert fused == {1: 0.25, 2: 0.75, 3: 0.0}
+
+
+def test_fuse_scores_without_vectors_is_the_scaled_keyword_side():
+    assert fuse_scores({1: 5.0, 2: 1.0}, None, keyword_weight=0.5) == {1: 1.0, 2: 0.0}
+
+
+def test_neighbours_lend_part_of_their_score():
+    scores = {10: 1.0, 11: 0.5, 20: 0.2}
+    seq = {10: 4, 11: 5, 20: 9}
+    smoothed = smooth_with_neighbours(scores, seq, weight=0.5)
+    assert smoothed == {10: 1.0 + 0.25, 11: 0.5 + 0.5, 20: 0.2}
+    assert smooth_with_neighbours(scores, seq, weight=0) == scores
+
+
+def test_tags_named_by_the_query_are_boosted_case_insensitively():
+    boosted = boost_tagged({1: 0.1, 2: 0.3}, {1: ("Caroline",), 2: ("work",)}, ["caroline", "art"], 0.5)
+    assert boosted == {1: 0.6, 2: 0.3}
+
+
+def test_rank_orders_by_score_then_rowid_and_cuts_at_limit():
+    assert rank({5: 0.5, 3: 0.5, 9: 0.9, 1: 0.1}, 3) == [(9, 0.9), (3, 0.5), (5, 0.5)]
 
 
 # -- keyword terms and FTS5 match expressions ------------------------------------------------
