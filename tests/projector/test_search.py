@@ -166,7 +166,7 @@ def test_vector_sql_uses_knn_with_partition_and_metadata_without_tags():
 def test_vector_sql_with_tags_scans_only_tagged_rows():
     sql, params = vector_sql(b"v", Filters("acme", ("T",)), 5)
     assert "vec_distance_cosine" in sql and "tag IN (?)" in sql and "MATCH" not in sql
-    assert params == ["acme", "acme", "t", b"v", 5]
+    assert params == [b"v", "acme", "acme", "t", 5]  # the vector is bound first: it is in SELECT
 
 
 def test_prefix_context_and_count_builders():
