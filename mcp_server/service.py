@@ -201,8 +201,9 @@ class MemoryService:
         existing = self._existing(project, event.memory_id)
         if existing is not None and _same_attributes(existing, event):
             return Saved(event.memory_id, project, created=False)  # a retried save: nothing to write
-        if existing is not None:
-            event = _after(event, existing.updated_at)
+        last_change = existing.updated_at if existing else self.index.last_change(project, event.memory_id)
+        if last_change is not None:  # present, or forgotten by a writer whose clock runs ahead
+            event = _after(event, last_change)
         self.log.append(project, [event])
         self._caught_up(project)
         return Saved(event.memory_id, project, created=existing is None)

@@ -74,6 +74,8 @@ class Index:
             identity = _file_identity(self.path)
             if self._conn is not None and identity == self._identity:
                 return self._conn
+            if self._conn is not None:
+                logger.warning("index %s was deleted or replaced; reopening it and catching up from the logs", self.path)
             self._close_connection()
             self._conn = self._open()
             self._identity = _file_identity(self.path)
@@ -290,6 +292,17 @@ class Index:
         if len(rows) > 1:
             raise AmbiguousId(f"id prefix {id_or_prefix!r} matches several memories in {project!r}; give more characters")
         return query.row_to_memory(rows[0])
+
+    def last_change(self, project: str, memory_id: str) -> str | None:
+        """Timestamp of the event that decides a memory's state, forgotten ones included
+        (a writer stamps its next event after it, whatever its own clock says)."""
+        project = validate_project(project)
+        self.catch_up(project)
+        with self._mutex:
+            row = self._connection().execute(
+                "SELECT updated_at FROM memory WHERE project = ? AND memory_id = ?", (project, memory_id)
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def projects(self) -> list[ProjectInfo]:
         """Every project with a log, its memory count and last activity."""

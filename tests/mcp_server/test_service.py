@@ -100,3 +100,19 @@ def test_memory_record_is_json_ready() -> None:
         "importance": 7, "kind": None, "created_at": "2026-11-20T09:00:00.000Z",
         "updated_at": "2026-11-21T09:00:00.000Z", "score": 0.5,
     }
+
+
+def test_resave_after_a_forget_stamped_in_the_future_takes_effect(tmp_path, monkeypatch) -> None:
+    """A forget written by a machine whose clock runs ahead must not swallow a later re-save."""
+    monkeypatch.setattr(clock, "_last_ms", clock._last_ms)  # the re-save moves this process's clock
+    monkeypatch.setattr(clock, "_last_random", clock._last_random)
+    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(tmp_path), "MNEMOLOG_EMBEDDER": "none"}))
+    saved = service.save("the build runs on Fridays", project="acme")
+    future = clock.format_ts(clock.parse_ts(service.index.get("acme", saved.id).updated_at) + 3_600_000)
+    forget = service.log.build_forget("acme", saved.id)
+    service.log.append("acme", [type(forget)(forget.event_id, future, "acme", saved.id, forget.actor)])
+    assert service.load(project="acme").total == 0
+    again = service.save("the build runs on Fridays", project="acme")
+    assert again.id == saved.id and again.created
+    assert [m.id for m in service.load(project="acme").memories] == [saved.id]
+    service.close()
