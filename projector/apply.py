@@ -130,6 +130,12 @@ def apply_ops(conn: Any, ops: Iterable[Op], vectors: Mapping[str, bytes], seq: i
                 _set_created(conn, op)
 
 
+def mark_vectors_incomplete(conn: Any) -> None:
+    """Note that some present memories have no vector yet (filled in by the next catch-up
+    that has a working model)."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('vectors_complete', '0')")
+
+
 def delete_project(conn: Any, project: str) -> None:
     """Remove every row of a project (before a rescan of a rewritten or vanished log)."""
     rowids = [r[0] for r in conn.execute("SELECT rowid FROM memory WHERE project = ?", (project,))]

@@ -193,10 +193,7 @@ class Index:
                 conn = self._connection()
                 self._sync_vectors(conn)
                 projection = self._projection(conn)
-                applied = sum(projection.project_log(p) for p in pending)
-                if projection.vectors_missing:
-                    _set_meta(conn, "vectors_complete", "0")
-                return applied
+                return sum(projection.project_log(p) for p in pending)
 
     def _known_projects(self, conn: Any) -> list[str]:
         tracked = [r[0] for r in conn.execute("SELECT project FROM tracking")]

@@ -15,7 +15,7 @@ from typing import Any
 from eventlog import EventLog, MemorySaved, UnsupportedEventVersion
 from eventlog.reader import LogLine
 
-from .apply import apply_ops, delete_project, read_current
+from .apply import apply_ops, delete_project, mark_vectors_incomplete, read_current
 from .plan import plan_ops
 from .tracking import Tracking, is_rewritten, read_tracking, write_tracking
 
@@ -98,6 +98,10 @@ class Projection:
             )
 
         def write() -> None:
+            if len(vectors) < len(saves):
+                # Recorded with the rows, so even a projector killed right after this batch
+                # leaves a mark that makes the next catch-up with a model fill them in.
+                mark_vectors_incomplete(self.conn)
             for line in lines:
                 if line.event is not None:
                     current = read_current(self.conn, line.event.project, line.event.memory_id)
