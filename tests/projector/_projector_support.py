@@ -75,6 +75,19 @@ def index_rows(conn: Any) -> Rows:
     return rows
 
 
+def table_rows(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every column of every ``memory`` row but the row id (which differs between builds),
+    so that columns beyond the fold's (such as ``seq``) are compared too."""
+    cursor = conn.execute("SELECT * FROM memory")
+    names = [d[0] for d in cursor.description]
+    rows = {}
+    for values in cursor:
+        row = dict(zip(names, values, strict=True))
+        row.pop("rowid", None)
+        rows[(row["project"], row["memory_id"])] = row
+    return rows
+
+
 def fold_rows(events: Iterable[Event]) -> Rows:
     """The rows the index must hold for ``events``: ``eventlog.fold``, written as rows."""
     rows: Rows = {}

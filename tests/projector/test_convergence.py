@@ -20,6 +20,7 @@ from _projector_support import (
     diff_rows,
     fold_rows,
     index_rows,
+    table_rows,
     tracked_events,
 )
 from hypothesis import HealthCheck, given, settings
@@ -230,9 +231,11 @@ class ProjectorMachine(RuleBasedStateMachine):
             live = index_rows(conn)
             assert diff_rows(folded, live) == []
             assert derived_problems(conn, vectors_expected=self.embedder is not None) == []
+            live_table = table_rows(conn)
             self.index.rebuild()
             rebuilt = index_rows(self.index._connection())
             assert diff_rows(folded, rebuilt) == []
+            assert table_rows(self.index._connection()) == live_table  # every column, not only the fold's
             assert derived_problems(self.index._connection(), vectors_expected=self.embedder is not None) == []
             fresh = Index(self.log, self.embedder, path=self.dir / "fresh.db")
             try:
