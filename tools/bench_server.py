@@ -1,0 +1,454 @@
+"""The MCP server over real stdio: cold start, save and search latency, memory per process.
+
+Run from a checkout with the project's Python (nothing to install):
+
+    python tools/bench_server.py                      # the numbers in BENCHMARKS.md
+    python tools/bench_server.py --cold-runs 5 --rounds 3 --ops 200 --memories 1000
+    python tools/bench_server.py --profile /tmp/prof  # also one round sampled by py-spy
+
+Every server is a real ``python -m mcp_server serve`` child process with the default settings
+(MiniLM embedder, durability ``always``) on a fresh temporary ``MNEMOLOG_HOME``, driven by the
+MCP SDK's stdio client as an assistant drives it. Measured:
+
+- cold start, ``--cold-runs`` times each (median): spawn -> initialized, spawn -> ``tools/list``
+  answered, spawn -> first ``search_contexts`` answered (which loads the model and opens the
+  index), on an empty store and on the ``--memories`` store (already indexed);
+- ``--rounds`` rounds (each a fresh server on a fresh copy of the ``--memories`` store):
+  ``--ops`` saves and ``--ops`` searches alternating, ``--pause-ms`` apart, after ``--warmup``
+  untimed calls of each; p50/p95 of each as seen by the client; the ping round trip (the
+  transport's floor); the server's peak and current RSS (VmHWM/VmRSS) after the searches;
+- the same save/search mix through ``MemoryService`` in this process (no MCP, no pipes), to
+  split a call's time into the service's work and the protocol's.
+
+Memories and queries come from tools/synth.py. The store is pre-populated through the library (durability ``never``, one catch-up with the
+embedder), excluded from every timing. The machine's other load shows up in the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _mcp_driver import (  # noqa: E402  (after the sys.path line, on purpose)
+    MachineCpu,
+    copy_store,
+    cpu_seconds,
+    machine,
+    median,
+    memory_mb,
+    populate,
+    read_pid,
+    server_env,
+    server_params,
+    structured,
+    summary_ms,
+    wait_for_quiet,
+)
+from synth import Synth  # noqa: E402
+
+PROJECT = "bench"
+GOALS = {"tools_list_s": 1.0, "save_p50_ms": 5.0, "search_p50_ms": 10.0, "peak_rss_mb": 200.0}
+
+
+MODE = "legacy"  # set from --mode
+
+
+def client_for(home: Path, pidfile: Path, errlog: Any) -> Any:
+    from mcp import Client
+    from mcp.client.stdio import stdio_client
+
+    params = server_params(server_env(home), pidfile)
+    return Client(stdio_client(params, errlog=errlog), read_timeout_seconds=120, mode=MODE)
+
+
+# -- cold start ----------------------------------------------------------------------------
+
+
+async def cold_start(home: Path, work: Path, tag: str, query: str) -> dict[str, Any]:
+    """Spawn a server; time the handshake, ``tools/list`` and the first search."""
+    pidfile = work / f"{tag}.pid"
+    with (work / f"{tag}.err").open("w") as errlog:
+        client = client_for(home, pidfile, errlog)  # nothing spawned yet: that is __aenter__
+        t0 = time.perf_counter()
+        async with client:
+            t_init = time.perf_counter()
+            tools = await client.list_tools()
+            t_list = time.perf_counter()
+            pid = read_pid(pidfile)
+            rss_listed = memory_mb(pid)
+            result = await client.call_tool("search_contexts", {"query": query, "project_id": PROJECT})
+            t_search = time.perf_counter()
+            found = structured(result)
+            rss_searched = memory_mb(pid)
+            cpu = cpu_seconds(pid)
+            protocol = client.protocol_version
+    return {
+        "initialized_s": round(t_init - t0, 3),
+        "tools_list_s": round(t_list - t0, 3),
+        "first_search_s": round(t_search - t0, 3),
+        "tools": len(tools.tools),
+        "results": len(found["results"]),
+        "mode": found["mode"],
+        "rss_after_list_mb": rss_listed["rss_mb"],
+        "peak_rss_after_search_mb": rss_searched["peak_rss_mb"],
+        "cpu_s_until_first_search": round(cpu, 2),
+        "protocol": protocol,
+    }
+
+
+# -- latency -------------------------------------------------------------------------------
+
+
+async def latency_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int,
+                        profile: Path | None = None) -> dict[str, Any]:
+    """One fresh server: warm-up, then alternating timed saves and searches, then pings."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    gen = Synth(seed)
+    pidfile = work / f"{tag}.pid"
+    saves: list[float] = []
+    searches: list[float] = []
+    pings: list[float] = []
+    pause = args.pause_ms / 1000
+    with (work / f"{tag}.err").open("w") as errlog:
+        async with client_for(home, pidfile, errlog) as client:
+            pid = read_pid(pidfile)
+
+            async def save(timed: list[float] | None) -> None:
+                content, tags, importance = gen.memory()
+                t = time.perf_counter()
+                out = structured(await client.call_tool("save_context", {
+                    "content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}))
+                if timed is not None:
+                    timed.append(time.perf_counter() - t)
+                if not out["created"]:
+                    raise RuntimeError(f"save of new content answered created=false: {content!r}")
+
+            async def search(timed: list[float] | None) -> None:
+                query = gen.query()
+                t = time.perf_counter()
+                out = structured(await client.call_tool("search_contexts", {"query": query, "project_id": PROJECT}))
+                if timed is not None:
+                    timed.append(time.perf_counter() - t)
+                if out["mode"] != "hybrid" or not out["results"]:
+                    raise RuntimeError(f"search {query!r} answered {out['mode']} with {len(out['results'])} results")
+
+            for _ in range(args.warmup):
+                await search(None)
+                await save(None)
+            spy = spy_start(pid, profile, args.profile_rate) if profile else None
+            cpu_before, machine_before, wall_before = cpu_seconds(pid), MachineCpu.now(), time.perf_counter()
+            for _ in range(args.ops):
+                await asyncio.sleep(pause)
+                await save(saves)
+                await asyncio.sleep(pause)
+                await search(searches)
+            cpu_ops = cpu_seconds(pid) - cpu_before
+            machine_busy = MachineCpu.now().busy_cores_since(machine_before)
+            wall = time.perf_counter() - wall_before
+            spy_stop(spy)
+            if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # no ping in 2026-07-28
+                for _ in range(args.ops):
+                    await asyncio.sleep(pause)
+                    t = time.perf_counter()
+                    await client.send_ping()
+                    pings.append(time.perf_counter() - t)
+            mem = memory_mb(pid)
+    return {
+        "save": summary_ms(saves),
+        "search": summary_ms(searches),
+        "ping": summary_ms(pings),
+        "server_cpu_ms_per_op": round(cpu_ops * 1000 / (2 * args.ops), 2),
+        "server_busy_cores": round(cpu_ops / wall, 2),
+        "machine_busy_cores": round(machine_busy, 2),
+        **mem,
+    }
+
+
+def inprocess_round(home: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The same save/search mix through ``MemoryService`` in this process: no MCP, no pipes."""
+    from mcp_server.service import MemoryService
+    from mcp_server.settings import load_settings
+
+    gen = Synth(seed)
+    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(home)}))
+    saves: list[float] = []
+    searches: list[float] = []
+    pause = args.pause_ms / 1000
+    try:
+        for i in range(args.warmup + args.ops):
+            content, tags, importance = gen.memory()
+            time.sleep(pause)
+            t = time.perf_counter()
+            service.save(content, importance=importance, tags=tags, project=PROJECT)
+            if i >= args.warmup:
+                saves.append(time.perf_counter() - t)
+            query = gen.query()
+            time.sleep(pause)
+            t = time.perf_counter()
+            service.search(query, project=PROJECT)
+            if i >= args.warmup:
+                searches.append(time.perf_counter() - t)
+    finally:
+        service.close()
+    return {"save": summary_ms(saves), "search": summary_ms(searches)}
+
+
+# where the time goes: py-spy, every Python thread of the server --------------------------
+
+# (category, substrings of a frame): a sample counts for the first category met walking from
+# the innermost frame outwards, so "inference" wins over the catch-up that called it.
+CATEGORIES = [
+    ("MiniLM inference (onnxruntime session.run)", ("_infer (",)),
+    ("tokenizer", ("encode_batch", "tokenizers")),
+    ("embedding cache (SQLite)", ("embed_cache.py",)),
+    ("fdatasync of the log", ("_sync (writer.py", "_sync_dir (")),
+    ("projection: events -> index rows (SQLite)", ("apply.py", "runner.py", "tracking.py", "plan.py")),
+    ("search: SQL candidates, fusion, fetch", ("hybrid.py", "query.py", "search.py")),
+    ("index: open, catch-up checks, get", ("index.py", "vectors.py", "db.py")),
+    ("event log: build, lock, write", ("eventlog/", "store.py", "writer.py", "lock.py", "codec.py", "validate.py")),
+    ("service layer", ("service.py",)),
+    ("pydantic (validate / serialize)", ("pydantic",)),
+    ("MCP SDK (JSON-RPC, dispatch, stdio)", ("mcp/", "mcp_types", "app.py")),
+    ("event loop, threads, queues", ("asyncio", "anyio", "threading.py", "concurrent/", "selectors.py", "queue.py")),
+]
+
+
+# Innermost frames where a thread waits (poll, lock, queue, inotify): py-spy's idle detection
+# lets some of these through as busy; they are counted apart, not as work.
+WAITS = ("EpollSelector.select", "Condition.wait", "_worker (concurrent/futures/thread.py", "WorkerThread.run",
+         "_check_inotify_fd", "Event.wait", "Thread._wait_for_tstate_lock", "_write_to_self")
+
+
+def spy_start(pid: int, out: Path, rate: int) -> Any:
+    """py-spy sampling every Python thread of ``pid`` (without pausing it), or None if absent."""
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("py-spy not found (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--threads",
+                             "--nonblocking", "--rate", str(rate)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def spy_stop(spy: Any) -> None:
+    import signal
+
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.communicate(timeout=60)
+
+
+def breakdown(raw: Path, rate: int, calls: int) -> dict[str, Any]:
+    """Samples of a py-spy raw file by category and thread, as ms per call."""
+    by_category: dict[str, int] = {}
+    by_thread: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
+        thread = "worker" if thread.startswith("mnemolog-worker") else ("main" if thread == "MainThread" else "other")
+        if any(w in frames[-1] for w in WAITS):
+            category = "waiting (poll, lock, queue)"
+        else:
+            category = next((name for frame in reversed(frames[1:]) for name, marks in CATEGORIES
+                             if any(m in frame for m in marks)), "other")
+        by_category[category] = by_category.get(category, 0) + count
+        by_thread[thread] = by_thread.get(thread, 0) + count
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
+        total += count
+    per_call = 1000 / rate / max(calls, 1)
+    return {
+        "samples": total,
+        "rate_hz": rate,
+        "note": "non-idle samples of the server's Python threads during the timed calls; ms = samples / rate / calls",
+        "ms_per_call_by_category": {k: round(v * per_call, 2) for k, v in sorted(by_category.items(),
+                                                                                  key=lambda kv: -kv[1])},
+        "ms_per_call_by_thread": {k: round(v * per_call, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])},
+        "top_leaf_frames": {k: round(v * per_call, 2) for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:15]},
+    }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="mnemolog-bench-server-", dir=args.dir))
+    work = root / "work"
+    work.mkdir()
+    result: dict[str, Any] = {"machine": machine(), "command": " ".join(["python", *sys.argv]),
+                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    try:
+        base = root / "base"
+        print(f"populating {args.memories} memories ...", file=sys.stderr)
+        result["populate"] = populate(base, PROJECT, args.memories)
+
+        cold: dict[str, list[dict[str, Any]]] = {"empty": [], "populated": []}
+        for i in range(args.cold_runs):  # alternate the two kinds, so the machine's load hits both
+            print(f"cold start {i + 1}/{args.cold_runs} ...", file=sys.stderr)
+            wait_for_quiet(args.wait_quiet)
+            cold["empty"].append(asyncio.run(cold_start(root / f"empty{i}", work, f"cold-empty{i}",
+                                                        "why did we choose SQLite")))
+            home = root / f"cold{i}"
+            copy_store(base, home)
+            wait_for_quiet(args.wait_quiet)
+            cold["populated"].append(asyncio.run(cold_start(home, work, f"cold-populated{i}",
+                                                            "why did we choose SQLite")))
+        result["cold_start"] = {
+            kind: {"runs": runs, **{key: median(r[key] for r in runs) for key in (
+                "initialized_s", "tools_list_s", "first_search_s", "rss_after_list_mb",
+                "peak_rss_after_search_mb")}}
+            for kind, runs in cold.items()
+        }
+
+        rounds, inproc = [], []
+        for r in range(args.rounds):
+            print(f"latency round {r + 1}/{args.rounds} ...", file=sys.stderr)
+            home = root / f"lat{r}"
+            copy_store(base, home)
+            wait_for_quiet(args.wait_quiet)
+            rounds.append(asyncio.run(latency_round(home, work, f"lat{r}", args, seed=11 + r)))
+            if args.inprocess:
+                home = root / f"inproc{r}"
+                copy_store(base, home)
+                wait_for_quiet(args.wait_quiet)
+                inproc.append(inprocess_round(home, args, seed=31 + r))
+        result["stdio"] = {
+            "rounds": rounds,
+            "save_p50_ms": median(x["save"]["p50_ms"] for x in rounds),
+            "save_p95_ms": median(x["save"]["p95_ms"] for x in rounds),
+            "search_p50_ms": median(x["search"]["p50_ms"] for x in rounds),
+            "search_p95_ms": median(x["search"]["p95_ms"] for x in rounds),
+            "ping_p50_ms": median(x["ping"]["p50_ms"] for x in rounds),
+            "server_cpu_ms_per_op": median(x["server_cpu_ms_per_op"] for x in rounds),
+            "peak_rss_mb": median(x["peak_rss_mb"] for x in rounds),
+            "machine_busy_cores": median(x["machine_busy_cores"] for x in rounds),
+            "rss_mb": median(x["rss_mb"] for x in rounds),
+        }
+        if inproc:
+            result["in_process"] = {
+                "rounds": inproc,
+                "save_p50_ms": median(x["save"]["p50_ms"] for x in inproc),
+                "save_p95_ms": median(x["save"]["p95_ms"] for x in inproc),
+                "search_p50_ms": median(x["search"]["p50_ms"] for x in inproc),
+                "search_p95_ms": median(x["search"]["p95_ms"] for x in inproc),
+            }
+
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            home = root / "profiled"
+            copy_store(base, home)
+            raw = args.profile / "server-pyspy.txt"
+            print(f"profiled round (py-spy) -> {raw} ...", file=sys.stderr)
+            result["profiled_round"] = asyncio.run(latency_round(home, work, "profiled", args, seed=51, profile=raw))
+            if raw.exists():
+                result["profiled_round"]["where_the_time_goes"] = breakdown(raw, args.profile_rate, 2 * args.ops)
+        result["goals"] = goals(result)
+    finally:
+        if args.keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    cold, stdio = result["cold_start"], result["stdio"]
+    measured = {
+        "tools_list_s": max(cold["empty"]["tools_list_s"], cold["populated"]["tools_list_s"]),
+        "save_p50_ms": stdio["save_p50_ms"],
+        "search_p50_ms": stdio["search_p50_ms"],
+        "peak_rss_mb": stdio["peak_rss_mb"],
+    }
+    return {k: {"goal": GOALS[k], "measured": v, "met": v <= GOALS[k]} for k, v in measured.items()}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cold, stdio, g = result["cold_start"], result["stdio"], result["goals"]
+    n = result["settings"]["memories"]
+    ok = {k: ("met" if v["met"] else "**missed**") for k, v in g.items()}
+    lines = [
+        "| Measure | Median | Goal |",
+        "|---|---|---|",
+        f"| spawn → initialized, empty store / {n}-memory store | {cold['empty']['initialized_s']:.2f} s / "
+        f"{cold['populated']['initialized_s']:.2f} s | |",
+        f"| spawn → `tools/list` answered, empty / {n} | {cold['empty']['tools_list_s']:.2f} s / "
+        f"{cold['populated']['tools_list_s']:.2f} s | ≤ 1 s: {ok['tools_list_s']} |",
+        f"| spawn → first search answered, empty / {n} | {cold['empty']['first_search_s']:.2f} s / "
+        f"{cold['populated']['first_search_s']:.2f} s | |",
+        f"| save over stdio, p50 / p95 ({n} memories) | {stdio['save_p50_ms']:.1f} / {stdio['save_p95_ms']:.1f} ms "
+        f"| p50 ≤ 5 ms: {ok['save_p50_ms']} |",
+        f"| search over stdio, p50 / p95 ({n} memories) | {stdio['search_p50_ms']:.1f} / "
+        f"{stdio['search_p95_ms']:.1f} ms | p50 ≤ 10 ms: {ok['search_p50_ms']} |",
+        f"| ping round trip over stdio (the transport's floor), p50 | {stdio['ping_p50_ms']:.2f} ms | |",
+        f"| server CPU per call (save+search mix) | {stdio['server_cpu_ms_per_op']:.1f} ms | |",
+        f"| whole machine busy during the timed calls (2 = both cores) | {stdio['machine_busy_cores']:.2f} cores | |",
+    ]
+    if "in_process" in result:
+        ip = result["in_process"]
+        lines.append(f"| same calls in-process (`MemoryService`, no MCP), save / search p50 | "
+                     f"{ip['save_p50_ms']:.1f} / {ip['search_p50_ms']:.1f} ms | |")
+    lines += [
+        f"| RSS after `tools/list` (model not loaded), empty / {n} | {cold['empty']['rss_after_list_mb']:.0f} / "
+        f"{cold['populated']['rss_after_list_mb']:.0f} MB | |",
+        f"| peak RSS (VmHWM) after the first search, empty / {n} | "
+        f"{cold['empty']['peak_rss_after_search_mb']:.0f} / {cold['populated']['peak_rss_after_search_mb']:.0f} MB | |",
+        f"| peak RSS (VmHWM) / RSS after {result['settings']['ops']} saves + searches | "
+        f"{stdio['peak_rss_mb']:.0f} / {stdio['rss_mb']:.0f} MB | ≤ 200 MB: {ok['peak_rss_mb']} |",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--memories", type=int, default=1000, help="memories in the project (default 1000)")
+    parser.add_argument("--cold-runs", type=int, default=5, help="cold starts of each kind (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="latency rounds, a fresh server each (default 3)")
+    parser.add_argument("--ops", type=int, default=200, help="timed saves, and searches, per round (default 200)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed saves and searches first (default 5)")
+    parser.add_argument("--pause-ms", type=float, default=100.0,
+                        help="pause before each call, like an assistant between tool calls (default 100)")
+    parser.add_argument("--no-inprocess", dest="inprocess", action="store_false",
+                        help="skip the in-process MemoryService comparison")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="also run one round with py-spy sampling the server (pip install py-spy); raw "
+                             "stacks in DIR/server-pyspy.txt, a breakdown by category in the JSON")
+    parser.add_argument("--profile-rate", type=int, default=500, help="py-spy samples per second (default 500)")
+    parser.add_argument("--mode", default="legacy", choices=["legacy", "auto"],
+                        help="client handshake: 'legacy' = initialize, as Claude Desktop and Claude Code "
+                             "connect (default); 'auto' = the SDK's server/discover probe (2026-07-28)")
+    parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="S",
+                        help="before each measurement, wait up to S seconds for the machine's other load to "
+                             "drop below half a core (default 60; 0: do not wait)")
+    parser.add_argument("--dir", help="where the temporary stores go (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary stores and server logs")
+    parser.add_argument("--json", type=Path, help="also write the JSON result here")
+    args = parser.parse_args()
+    global MODE
+    MODE = args.mode
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    print()
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
