@@ -1,4 +1,6 @@
-"""eventlog: the durable source of truth of mnemolog -- append-only per-project JSONL logs."""
+"""eventlog: the durable source of truth of mnemolog -- append-only per-project logs, in JSONL
+files (``EventLog``) or Redis streams (``eventlog.redis_log.RedisEventLog``), one protocol
+(``EventStore``) for both."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from .errors import (
     InvalidProject,
     InvalidTags,
     LockTimeout,
+    ReplicationTimeout,
+    StoreError,
+    StoreUnavailable,
     UnknownEventType,
     UnsupportedEventVersion,
     ValidationError,
@@ -22,6 +27,7 @@ from .errors import (
 from .fold import MemoryState, fold, present
 from .model import Actor, Event, MemoryForgotten, MemorySaved, compute_memory_id
 from .reader import LogLine, read_events, scan
+from .source import EventStore, Head, Mark
 from .store import EventLog
 from .writer import Durability
 
@@ -33,6 +39,8 @@ __all__ = [
     "Event",
     "EventLog",
     "EventLogError",
+    "EventStore",
+    "Head",
     "InvalidContent",
     "InvalidImportance",
     "InvalidKind",
@@ -42,9 +50,13 @@ __all__ = [
     "InvalidTags",
     "LockTimeout",
     "LogLine",
+    "Mark",
     "MemoryForgotten",
     "MemorySaved",
     "MemoryState",
+    "ReplicationTimeout",
+    "StoreError",
+    "StoreUnavailable",
     "UnknownEventType",
     "UnsupportedEventVersion",
     "ValidationError",

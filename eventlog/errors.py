@@ -57,3 +57,15 @@ class CorruptLine(EventLogError):
 
 class UnknownEventType(CorruptLine):
     """A well-formed event of a type this code does not know (counted and skipped)."""
+
+
+class StoreError(EventLogError):
+    """The server holding the logs (Redis) refused or failed an operation."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The server holding the logs could not be reached or did not answer within its timeout."""
+
+
+class ReplicationTimeout(StoreError, TimeoutError):
+    """An append reached the Redis primary but fewer replicas than asked confirmed it in time."""

@@ -79,3 +79,13 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_file(log: Path) -> None:
+    """fsync ``log`` and its directory: the one flush that follows a bulk load."""
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        _sync(fd)
+    finally:
+        os.close(fd)
+    _sync_dir(log.parent)

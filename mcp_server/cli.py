@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -153,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("rebuild", cmd_rebuild, "replay every log into a fresh index")
     command("verify", cmd_verify, "compare the index with a replay of the logs (exit 1 on drift)")
+
+    export = command("export", cmd_export, "write every event as JSON lines (every project unless --project)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (mode 0600) instead of stdout")
+    load = command("import", cmd_import, "add the events of a JSON lines file that the store does not hold yet")
+    load.add_argument("file", metavar="FILE", help="a file written by 'mnemolog export' ('-' reads stdin)")
     return parser
 
 
@@ -321,6 +327,46 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         lines.append("run 'mnemolog rebuild' to rebuild the index from the logs")
     _emit(args, data, "\n".join(lines))
     return 0 if report.ok else EXIT_ERROR
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Every event, or those of ``--project``, as JSON lines to stdout or ``--output``."""
+    service = _service(settings)
+    try:
+        if args.output is None:
+            count = service.export(sys.stdout.buffer, args.project)
+            sys.stdout.flush()
+            print(f"mnemolog: exported {count} event(s)", file=sys.stderr)
+            return 0
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out:
+            count = service.export(out, args.project)
+    finally:
+        service.close()
+    _emit(args, {"events": count, "output": args.output}, f"exported {count} event(s) to {args.output}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Append the events of FILE the store does not hold yet; bad lines are reported, skipped."""
+    service = _service(settings)
+    try:
+        if args.file == "-":
+            report = service.import_lines(sys.stdin.buffer)
+        else:
+            with open(args.file, "rb") as lines:
+                report = service.import_lines(lines)
+    finally:
+        service.close()
+    for problem in report.problems[:20]:
+        print(f"mnemolog: warning: skipped {problem}", file=sys.stderr)
+    if len(report.problems) > 20:
+        print(f"mnemolog: warning: ... and {len(report.problems) - 20} more line(s) skipped", file=sys.stderr)
+    data = {"added": report.added, "present": report.present, "skipped": len(report.problems),
+            "projects": sorted(report.projects)}
+    _emit(args, data, f"imported {report.added} event(s) into {len(report.projects)} project(s); "
+                      f"{report.present} already present, {len(report.problems)} line(s) skipped")
+    return 0
 
 
 class ProgressBar:

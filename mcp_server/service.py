@@ -1,7 +1,7 @@
 """What the tools do, shared by the MCP server and the command line. No ``mcp`` import here.
 
-Writes go to the event log, then the index catches up with that project, so the next query
-from any process sees them. The index (and with it SQLite, numpy and the embedding model) is
+Writes go to the event log (files, or Redis: see ``open_event_log``), then the index catches
+up with that project, so the next query from any process sees them. The index (and with it SQLite, numpy and the embedding model) is
 opened on first use only: listing the tools costs nothing.
 
 Not thread-safe: one ``MemoryService`` is used by one thread at a time (the MCP server runs
@@ -17,15 +17,16 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from eventlog import EventLog, MemorySaved
+from eventlog import EventLog, EventStore, MemorySaved
 from eventlog.clock import next_stamp, parse_ts
 from eventlog.validate import validate_importance, validate_project, validate_tags
 
 from .settings import Settings
 
 if TYPE_CHECKING:  # imported lazily at run time: they pull in SQLite, numpy and the model
+    from eventlog.transfer import ImportReport
     from projector import Index, Memory, ProjectInfo, TagCount, VerifyReport
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,7 @@ class MemoryService:
         index: Index | None = None,
     ) -> None:
         self.settings = settings
-        self.log = EventLog(
-            settings.home,
-            max_content_bytes=settings.max_content_bytes,
-            durability=settings.durability,
-            lock_timeout=settings.lock_timeout,
-            client=client,
-        )
+        self.log = open_event_log(settings, client)
         self._watch = watch
         self._index = index
         self._index_lock = threading.Lock()
@@ -161,11 +156,12 @@ class MemoryService:
         return self._index is not None
 
     def close(self) -> None:
-        """Stop the watcher and close the index, if it was opened."""
+        """Stop the watcher and close the index, if it was opened, and the log's connections."""
         with self._index_lock:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+        self.log.close()
 
     def resolve_project(self, project: str | None) -> str:
         """The argument, else the configured project (``MNEMOLOG_PROJECT``, else ``general``)."""
@@ -341,6 +337,43 @@ class MemoryService:
         """Compare the index with a pure replay of the logs."""
         return self.index.verify()
 
+    def export(self, out: BinaryIO, project: str | None = None) -> int:
+        """Write every event (of one project, if given) as JSON lines; return how many."""
+        from eventlog.transfer import write_export
+
+        projects = None if project is None else [validate_project(project)]
+        return write_export(self.log, out, projects)
+
+    def import_lines(self, lines: Iterable[bytes]) -> ImportReport:
+        """Append the events of JSON lines that the log does not hold yet (by event id)."""
+        from eventlog.transfer import import_lines
+
+        return import_lines(self.log, lines)
+
+
+def open_event_log(settings: Settings, client: str | None = None) -> EventStore:
+    """The configured event log: Redis streams if ``redis_url`` is set, else files under home."""
+    if settings.redis_url:
+        from eventlog.redis_log import RedisEventLog
+
+        return RedisEventLog(
+            settings.redis_url,
+            root=settings.home,
+            prefix=settings.redis_prefix,
+            max_content_bytes=settings.max_content_bytes,
+            client=client,
+            timeout=settings.redis_timeout,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout=settings.redis_wait_timeout,
+        )
+    return EventLog(
+        settings.home,
+        max_content_bytes=settings.max_content_bytes,
+        durability=settings.durability,
+        lock_timeout=settings.lock_timeout,
+        client=client,
+    )
+
 
 # -- helpers (pure) -------------------------------------------------------------------------
 
@@ -438,5 +471,5 @@ def _after(event: MemorySaved, updated_at: str) -> MemorySaved:
 
 __all__: Sequence[str] = (
     "Forgotten", "Found", "InvalidArgument", "Loaded", "MemoryService", "Saved", "ServiceError",
-    "Updated", "memory_record", "render_context", "time_range",
+    "Updated", "memory_record", "open_event_log", "render_context", "time_range",
 )

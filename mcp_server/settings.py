@@ -16,12 +16,15 @@ from urllib.parse import unquote, urlsplit
 from eventlog import InvalidProject
 from eventlog.lock import DEFAULT_LOCK_TIMEOUT
 from eventlog.paths import default_root
+from eventlog.redis_log import DEFAULT_PREFIX, DEFAULT_TIMEOUT, check_redis_url, redact_url
 from eventlog.validate import DEFAULT_MAX_CONTENT_BYTES, validate_project
 
 DEFAULT_PROJECT = "general"
 EMBEDDERS = ("minilm", "http", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_CONTENT_BYTES_CEILING = 16 * 1024 * 1024
+STORAGE_VARIABLES = ("MNEMOLOG_STORAGE", "STORAGE_CONNECTION_STRING")  # the first one set wins
+REDIS_SCHEMES = ("redis", "rediss")
 
 
 class SettingsError(ValueError):
@@ -44,11 +47,17 @@ class Settings:
     durability: str = "always"
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     http_token: str | None = None
+    redis_url: str | None = None  # the event log lives in Redis (else in files under home)
+    redis_prefix: str = DEFAULT_PREFIX
+    redis_timeout: float = DEFAULT_TIMEOUT
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 1.0
 
     def __repr__(self) -> str:  # never print secrets into a log
         hidden = {"embed_api_key", "http_token"}
         fields = ", ".join(
             f"{name}={'***' if name in hidden and getattr(self, name) else getattr(self, name)!r}"
+            if name != "redis_url" else f"redis_url={self.redis_url and redact_url(self.redis_url)!r}"
             for name in self.__dataclass_fields__
         )
         return f"Settings({fields})"
@@ -78,6 +87,11 @@ def load_settings(
         durability=_choice(env, "MNEMOLOG_DURABILITY", ("always", "never"), "always"),
         lock_timeout=_seconds(env, "MNEMOLOG_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT),
         http_token=_token(env),
+        redis_url=_redis_url(env),
+        redis_prefix=_redis_prefix(env),
+        redis_timeout=_seconds(env, "MNEMOLOG_REDIS_TIMEOUT", DEFAULT_TIMEOUT),
+        redis_wait_replicas=_integer(env, "MNEMOLOG_REDIS_WAIT_REPLICAS", 0, 0, 100) or 0,
+        redis_wait_timeout=_seconds(env, "MNEMOLOG_REDIS_WAIT_TIMEOUT", 1.0),
     ))
 
 
@@ -87,19 +101,54 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _home(env: Mapping[str, str], option: str | Path | None) -> Path:
+    storage = _storage(env)
+    # Checked even when --home or MNEMOLOG_HOME decides the root: a store mnemolog cannot use
+    # must not be ignored silently.
+    directory = _storage_directory(*storage) if storage and not _is_redis(storage[1]) else None
     if option is not None and str(option).strip():
         return Path(option).expanduser()
     if _text(env, "MNEMOLOG_HOME"):
         return default_root(env)
-    connection = _text(env, "STORAGE_CONNECTION_STRING")
-    if connection:
-        return _storage_directory(connection)
-    return default_root(env)
+    return directory or default_root(env)
 
 
-def _storage_directory(connection: str) -> Path:
-    """extended-memory-mcp's variable: a directory path or ``file://`` URL of one."""
-    name = "STORAGE_CONNECTION_STRING"
+def _storage(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The storage variable in force and its value: ``MNEMOLOG_STORAGE``, else
+    ``STORAGE_CONNECTION_STRING`` (extended-memory-mcp's name)."""
+    for name in STORAGE_VARIABLES:
+        value = _text(env, name)
+        if value:
+            return name, value
+    return None
+
+
+def _is_redis(connection: str) -> bool:
+    return urlsplit(connection).scheme.lower() in REDIS_SCHEMES
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """A ``redis://`` or ``rediss://`` storage URL, checked (its password never shown)."""
+    storage = _storage(env)
+    if storage is None or not _is_redis(storage[1]):
+        return None
+    name, url = storage
+    try:
+        return check_redis_url(url)
+    except ValueError as e:
+        raise SettingsError(f"{name}={e}") from None
+
+
+def _redis_prefix(env: Mapping[str, str]) -> str:
+    prefix = env.get("MNEMOLOG_REDIS_PREFIX", DEFAULT_PREFIX)
+    if not prefix or len(prefix) > 100 or any(ch.isspace() or not ch.isprintable() for ch in prefix):
+        raise SettingsError(
+            f"MNEMOLOG_REDIS_PREFIX={prefix!r}: use 1 to 100 printable characters without spaces, such as 'mnemolog:'"
+        )
+    return prefix
+
+
+def _storage_directory(name: str, connection: str) -> Path:
+    """A directory path or ``file://`` URL of one (the file backend's data root)."""
     scheme = urlsplit(connection).scheme.lower()
     if scheme == "file":
         parts = urlsplit(connection)
@@ -108,9 +157,9 @@ def _storage_directory(connection: str) -> Path:
         path = Path(unquote(parts.path)).expanduser()
     elif scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive ("C:\...")
         raise SettingsError(
-            f"{name}={connection!r}: mnemolog keeps its memories as log files in a directory "
-            f"and cannot use a {scheme}:// store; set {name} (or MNEMOLOG_HOME) to a directory "
-            "path or a file:// URL of one"
+            f"{name}={redact_url(connection)!r}: mnemolog keeps its memories as log files in a "
+            f"directory or in Redis, and cannot use a {scheme}:// store; set {name} to a directory "
+            "path, a file:// URL of one, or redis://[user:password@]host:port/db (rediss:// for TLS)"
         )
     else:
         path = Path(connection).expanduser()

@@ -1,5 +1,6 @@
 """``Index``: the read side of a store. Opens lazily, catches up before answering, recovers
-from a missing or corrupt ``index.db`` by rebuilding it from the logs."""
+from a missing or corrupt ``index.db`` by rebuilding it from the logs. The logs are any
+``EventStore`` (files or Redis); the index lives under the store's local ``root``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventlog import EventLog
+from eventlog import EventStore
 from eventlog.lock import held
 from eventlog.paths import ensure_dir
 from eventlog.validate import validate_importance, validate_project
@@ -22,6 +23,7 @@ from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery
 from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyReport
 from .runner import Projection
 from .schema import SCHEMA_VERSION, TABLES
+from .tracking import is_pending, read_tracking
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -39,7 +41,7 @@ class Index:
 
     def __init__(
         self,
-        log: EventLog,
+        log: EventStore,
         embedder: Embedder | None = None,
         *,
         path: Path | None = None,
@@ -185,7 +187,8 @@ class Index:
         with self._mutex:
             conn = self._connection()
             projects = [validate_project(project)] if project else self._known_projects(conn)
-            pending = [p for p in projects if self._is_pending(conn, p)]
+            heads = self.log.heads(projects)  # one stat per file, one round trip to Redis
+            pending = [p for p in projects if is_pending(read_tracking(conn, p), heads[p])]
             needs_vectors = self._vectors_stale(conn)
             if not pending and not needs_vectors:
                 return 0
@@ -200,13 +203,7 @@ class Index:
         return sorted(set(self.log.projects()) | set(tracked))
 
     def _is_pending(self, conn: Any, project: str) -> bool:
-        from .tracking import is_pending, read_tracking
-
-        try:
-            st: os.stat_result | None = os.stat(self.log.log_path(project))
-        except FileNotFoundError:
-            st = None
-        return is_pending(read_tracking(conn, project), st)
+        return is_pending(read_tracking(conn, project), self.log.heads([project])[project])
 
     # -- vectors of the configured model -------------------------------------------------
 

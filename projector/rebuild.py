@@ -63,7 +63,7 @@ def build_fresh(index: Index, temp: Path, progress: Callable[[int, int], None] |
         conn.execute("PRAGMA synchronous = OFF")
         index._create_schema(conn)
         projects = index.log.projects()
-        total = sum(index.log.log_path(p).stat().st_size for p in projects)
+        total = sum(head.size for head in index.log.heads(projects).values() if head is not None)
         done = [0]
 
         def advance(n: int) -> None:

@@ -8,16 +8,15 @@ and resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from eventlog import EventLog, MemorySaved, UnsupportedEventVersion
-from eventlog.reader import LogLine
+from eventlog import EventStore, LogLine, MemorySaved, UnsupportedEventVersion
 
 from .apply import apply_ops, delete_project, mark_vectors_incomplete, read_current
 from .plan import plan_ops
-from .tracking import Tracking, is_rewritten, read_tracking, write_tracking
+from .tracking import Tracking, read_tracking, write_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +32,11 @@ def embedding_text(event: MemorySaved) -> str:
 
 
 class Projection:
-    """Brings one index connection up to date with the logs of an ``EventLog``."""
+    """Brings one index connection up to date with the logs of an ``EventStore`` (files or
+    Redis: it asks the store for heads, entries after a mark, and rewrites; see
+    ``eventlog.source``)."""
 
-    def __init__(self, conn: Any, log: EventLog, embed: EmbedFn | None) -> None:
+    def __init__(self, conn: Any, log: EventStore, embed: EmbedFn | None) -> None:
         self.conn = conn
         self.log = log
         self.embed = embed
@@ -44,29 +45,28 @@ class Projection:
 
     def project_log(self, project: str, progress: ProgressFn | None = None) -> int:
         """Apply what is new in ``project``'s log; return the number of events applied."""
-        path = self.log.log_path(project)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if read_tracking(self.conn, project) is not None:
+        head = self.log.heads([project])[project]
+        t = read_tracking(self.conn, project)
+        if head is None:
+            if t is not None:
                 logger.warning("log of project %r is gone; removing its memories from the index", project)
                 self._transaction(lambda: delete_project(self.conn, project))
             return 0
-        t = read_tracking(self.conn, project)
-        if t is not None and is_rewritten(t, st, path):
+        if t is not None and self.log.is_rewritten(project, t.mark):
             logger.warning("log of project %r was rewritten (truncated, replaced or merged); rescanning", project)
             self._transaction(lambda: delete_project(self.conn, project))
             t = None
-        t = (t or Tracking(project)).advanced(dev=st.st_dev, ino=st.st_ino, seen_size=st.st_size, stalled=None)
-        return self._scan(t, progress)
+        t = t or Tracking(project)
+        t = t.advanced(mark=replace(t.mark, identity=head.identity), stalled=None)
+        return self._scan(t, head.token, progress)
 
-    def _scan(self, t: Tracking, progress: ProgressFn | None) -> int:
+    def _scan(self, t: Tracking, head_token: str, progress: ProgressFn | None) -> int:
         applied, batch = 0, []
-        # Batches before the last record an impossible size, so a scan cut short (kill -9,
-        # an error) leaves the log pending; only the final batch records the size seen.
-        seen_size, t = t.seen_size, t.advanced(seen_size=-1)
+        # Batches before the last record no head, so a scan cut short (kill -9, an error)
+        # leaves the log pending; only the final batch records the head seen before reading.
+        t = t.advanced(seen_head=None)
         try:
-            for line in self.log.scan(t.project, t.offset, t.line_no):
+            for line in self.log.scan_after(t.project, t.mark):
                 batch.append(line)
                 if len(batch) >= BATCH_LINES:
                     t, applied = self._apply(t, batch), applied + _count_events(batch)
@@ -78,7 +78,7 @@ class Projection:
             if t.project not in self._reported_stalls:
                 self._reported_stalls.add(t.project)
                 logger.error("projection of project %r stopped: %s", t.project, e)
-        t = self._apply(t.advanced(seen_size=seen_size), batch)
+        t = self._apply(t.advanced(seen_head=head_token), batch)
         if progress and batch:
             progress(batch[-1].end - batch[0].start)
         return applied + _count_events(batch)
@@ -92,10 +92,7 @@ class Projection:
                 logger.log(level, "project %r line %d skipped: %s", t.project, line.line_no, line.problem)
         if lines:
             last = lines[-1]
-            t = t.advanced(
-                offset=last.end, line_no=last.line_no + 1, last_start=last.start,
-                last_hash=last.digest, bad_lines=t.bad_lines + len(lines) - _count_events(lines),
-            )
+            t = t.advanced(mark=last.advance(t.mark), bad_lines=t.bad_lines + len(lines) - _count_events(lines))
 
         def write() -> None:
             if len(vectors) < len(saves):

@@ -3,7 +3,7 @@ of another version is rebuilt from the logs, never migrated by hand."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tracking holds a backend's mark (stream entry ids too)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -39,18 +39,19 @@ CREATE INDEX IF NOT EXISTS memory_tag_by_project ON memory_tag (project, tag);
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
     content, tags, tokenize = 'porter unicode61 remove_diacritics 2'
 );
--- Per log: how far it has been applied, and enough to notice it was rewritten under us.
+-- Per log: how far it has been applied, and enough to notice it was rewritten under us. The
+-- position is the log backend's mark: a file's byte offset and identity, or a stream's entry id.
 CREATE TABLE IF NOT EXISTS tracking (
     project     TEXT PRIMARY KEY,
-    offset      INTEGER NOT NULL,
-    line_no     INTEGER NOT NULL,  -- number of the next line to read
-    dev         INTEGER NOT NULL,
-    ino         INTEGER NOT NULL,
-    last_start  INTEGER NOT NULL,  -- byte offset where the last applied line starts
-    last_hash   TEXT NOT NULL,     -- sha256 of the last applied line ('' at offset 0)
+    offset      INTEGER NOT NULL,  -- what was applied: bytes of a file, entries of a stream
+    line_no     INTEGER NOT NULL,  -- number of the next line (entry) to read
+    entry_id    TEXT NOT NULL DEFAULT '',  -- stream: id of the last applied entry
+    last_start  INTEGER NOT NULL,  -- file: byte offset where the last applied line starts
+    last_hash   TEXT NOT NULL,     -- sha256 of the last applied line or entry ('' at the start)
+    identity    TEXT NOT NULL DEFAULT '',  -- file: "dev:ino" of the file that was read
+    seen_head   TEXT,              -- the log's head token after the last complete read
     bad_lines   INTEGER NOT NULL DEFAULT 0,
-    stalled     TEXT,              -- why projection of this log stopped, if it did
-    seen_size   INTEGER NOT NULL DEFAULT 0  -- file size at the last scan
+    stalled     TEXT               -- why projection of this log stopped, if it did
 );
 """
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from eventlog import Event, EventLog, UnsupportedEventVersion, fold
+from eventlog import Event, EventStore, UnsupportedEventVersion, fold
 
 from .apply import has_vector_table
 from .model import VerifyReport
@@ -14,7 +14,7 @@ from .model import VerifyReport
 _ROW = "project, memory_id, present, content, tags, importance, kind, meta, created_at, updated_at, winner_event_id"
 
 
-def _read_logs(log: EventLog) -> tuple[list[Event], list[str]]:
+def _read_logs(log: EventStore) -> tuple[list[Event], list[str]]:
     """Every good event and every bad line; a log stops at an event newer than this code,
     as its projection does, so the index is compared with the part it can hold."""
     events: list[Event] = []
@@ -93,7 +93,7 @@ def _problems(conn: Any, log_problems: list[str]) -> list[str]:
     return out
 
 
-def verify_index(conn: Any, log: EventLog, model_id: str) -> VerifyReport:
+def verify_index(conn: Any, log: EventStore, model_id: str) -> VerifyReport:
     """Differences between the index and the fold of the logs, plus the logs' bad lines."""
     complete = conn.execute("SELECT value FROM meta WHERE key = 'vectors_complete'").fetchone()
     vectors_expected = bool(model_id) and (complete is None or complete[0] != "0")

@@ -1,18 +1,17 @@
-"""A watchdog observer that catches the index up shortly after a log changes.
+"""Catching the index up shortly after a log changes, debounced per project.
 
-Only an optimisation: every read catches up first anyway, so if the platform's watcher is
-unavailable (inotify limits, network file systems) correctness does not change."""
+The notices come from the log backend's ``watch`` (a file watcher, or a blocking ``XREAD`` on
+Redis). Only an optimisation: every read catches up first anyway, so if no notices can be had
+(inotify limits, network file systems) correctness does not change."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from eventlog import EventLog
-from eventlog.paths import LOG_SUFFIX, ensure_logs_dir
+from eventlog import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +19,9 @@ DEBOUNCE_SECONDS = 0.05
 
 
 class LogWatcher:
-    """Calls ``catch_up(project)`` once per burst of changes to ``logs/<project>.jsonl``."""
+    """Calls ``catch_up(project)`` once per burst of changes to a project's log."""
 
-    def __init__(self, log: EventLog, catch_up: Callable[[str], Any], debounce: float = DEBOUNCE_SECONDS) -> None:
+    def __init__(self, log: EventStore, catch_up: Callable[[str], Any], debounce: float = DEBOUNCE_SECONDS) -> None:
         self._log = log
         self._catch_up = catch_up
         self._debounce = debounce
@@ -31,36 +30,19 @@ class LogWatcher:
         self._observer: Any = None
 
     def start(self) -> None:
-        """Start watching; on failure log a warning and rely on catch-up at read time."""
+        """Start receiving the backend's change notices (if it has none, reads still catch up)."""
         try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-
-            watcher = self
-
-            class Handler(FileSystemEventHandler):  # type: ignore[misc]
-                def on_any_event(self, event: Any) -> None:
-                    for path in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")):
-                        watcher._changed(str(path))
-
-            logs = ensure_logs_dir(self._log.root)
-            self._observer = Observer()
-            self._observer.daemon = True
-            self._observer.schedule(Handler(), str(logs), recursive=False)
-            self._observer.start()
-        except Exception as e:  # inotify limits, unsupported file systems...
-            logger.warning("file watcher unavailable (%s); the index catches up on each read", e)
+            self._observer = self._log.watch(self._changed)
+        except Exception as e:  # a backend that cannot listen now: reads still catch up
+            logger.warning("change notices unavailable (%s); the index catches up on each read", e)
             self._observer = None
 
-    def _changed(self, path: str) -> None:
-        name = Path(path).name
-        if not name.endswith(LOG_SUFFIX):
-            return
-        project = name[: -len(LOG_SUFFIX)]
+    def _changed(self, project: str) -> None:
         with self._guard:
-            timer = self._timers.pop(project, None)
-            if timer is not None:
-                timer.cancel()
+            if project in self._timers:
+                # A catch-up is already due: it will read this change too. Not postponed, so
+                # a steady stream of writes elsewhere still reaches the index every debounce.
+                return
             timer = threading.Timer(self._debounce, self._run, args=(project,))
             timer.daemon = True
             self._timers[project] = timer
@@ -82,5 +64,4 @@ class LogWatcher:
             self._timers.clear()
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=2)
             self._observer = None

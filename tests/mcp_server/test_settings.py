@@ -64,7 +64,14 @@ def test_mnemolog_home_wins_over_storage_connection_string(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({"STORAGE_CONNECTION_STRING": "redis://localhost:6379/0"}, "STORAGE_CONNECTION_STRING"),
+        ({"STORAGE_CONNECTION_STRING": "redis://localhost:6379/x"}, "STORAGE_CONNECTION_STRING"),
+        ({"MNEMOLOG_STORAGE": "redis://:pw@/0"}, "MNEMOLOG_STORAGE"),
+        ({"MNEMOLOG_STORAGE": "redis://localhost:70000/0"}, "MNEMOLOG_STORAGE"),
+        ({"MNEMOLOG_STORAGE": "mongodb://localhost/db"}, "MNEMOLOG_STORAGE"),
+        ({"MNEMOLOG_STORAGE": "redis://localhost/0", "MNEMOLOG_REDIS_PREFIX": "has space"}, "MNEMOLOG_REDIS_PREFIX"),
+        ({"MNEMOLOG_REDIS_TIMEOUT": "0"}, "MNEMOLOG_REDIS_TIMEOUT"),
+        ({"MNEMOLOG_REDIS_WAIT_REPLICAS": "-1"}, "MNEMOLOG_REDIS_WAIT_REPLICAS"),
+        ({"MNEMOLOG_REDIS_WAIT_TIMEOUT": "never"}, "MNEMOLOG_REDIS_WAIT_TIMEOUT"),
         ({"STORAGE_CONNECTION_STRING": "sqlite:///~/.local/share/extended-memory-mcp/memory.db"},
          "STORAGE_CONNECTION_STRING"),
         ({"STORAGE_CONNECTION_STRING": "file://otherhost/data"}, "STORAGE_CONNECTION_STRING"),
@@ -90,6 +97,44 @@ def test_mnemolog_home_wins_over_storage_connection_string(tmp_path: Path) -> No
 def test_a_bad_value_fails_fast_naming_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(variable)):
         load_settings({"XDG_DATA_HOME": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("variable", ["STORAGE_CONNECTION_STRING", "MNEMOLOG_STORAGE"])
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://bob:pa%40ss@cache.example:6380/2",
+                                 "redis://127.0.0.1"])
+def test_a_redis_url_selects_the_redis_backend_and_home_stays_local(tmp_path: Path, variable: str, url: str) -> None:
+    s = load_settings({variable: url, "MNEMOLOG_HOME": str(tmp_path)})
+    assert s.redis_url == url and s.home == tmp_path  # the index and caches stay on this machine
+    assert (s.redis_prefix, s.redis_wait_replicas) == ("mnemolog:", 0)
+    assert load_settings({variable: url, "XDG_DATA_HOME": str(tmp_path)}).home == tmp_path / "mnemolog"
+
+
+def test_mnemolog_storage_wins_over_storage_connection_string(tmp_path: Path) -> None:
+    s = load_settings({"MNEMOLOG_STORAGE": str(tmp_path / "dir"), "STORAGE_CONNECTION_STRING": "redis://h:1/0"})
+    assert (s.home, s.redis_url) == (tmp_path / "dir", None)
+    s = load_settings({"MNEMOLOG_STORAGE": "redis://h:1/0", "STORAGE_CONNECTION_STRING": str(tmp_path / "dir"),
+                       "XDG_DATA_HOME": str(tmp_path)})
+    assert (s.home, s.redis_url) == (tmp_path / "mnemolog", "redis://h:1/0")
+
+
+def test_redis_options_are_read(tmp_path: Path) -> None:
+    s = load_settings({"MNEMOLOG_HOME": str(tmp_path), "MNEMOLOG_STORAGE": "redis://h:1/0",
+                       "MNEMOLOG_REDIS_PREFIX": "team-a:", "MNEMOLOG_REDIS_TIMEOUT": "2.5",
+                       "MNEMOLOG_REDIS_WAIT_REPLICAS": "1", "MNEMOLOG_REDIS_WAIT_TIMEOUT": "0.5"})
+    assert (s.redis_prefix, s.redis_timeout, s.redis_wait_replicas, s.redis_wait_timeout) == ("team-a:", 2.5, 1, 0.5)
+
+
+@pytest.mark.parametrize("url", ["redis://bob:hunter2secret@localhost:6379/0", "redis://:hunter2secret@localhost/x",
+                                 "rediss://bob:hunter2secret@localhost:99999/0", "sqlite://bob:hunter2secret@h/x"])
+def test_the_redis_password_never_shows(tmp_path: Path, url: str) -> None:
+    env = {"MNEMOLOG_HOME": str(tmp_path), "MNEMOLOG_STORAGE": url}
+    try:
+        settings = load_settings(env)
+    except SettingsError as e:
+        assert "hunter2secret" not in str(e) and "MNEMOLOG_STORAGE" in str(e)
+    else:
+        assert "hunter2secret" not in repr(settings) and "hunter2secret" not in str(settings)
+        assert "bob:***@localhost" in repr(settings)
 
 
 def test_storage_connection_string_to_a_file_is_refused(tmp_path: Path) -> None:
