@@ -84,16 +84,20 @@ def test_kill_9_at_random_moments_loses_no_returned_save(root: Path, spawn_write
     log = EventLog(root)
     path = log.log_path("crash")
     reported: list[str] = []
-    injected: list[bytes] = []
+    injected: dict[int, bytes] = {}  # file offset -> torn tail written there on purpose
+    natural_tails = 0
     kills = 0
     for round_no in range(ROUNDS):
-        if round_no % 3 == 1 and path.exists():
-            # Also a torn tail made on purpose (the kernel rarely cuts a write short for a
-            # kill): a prefix of a real event line, no newline. The writers must repair it.
+        data = path.read_bytes() if path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            natural_tails += 1  # a kill cut a write short: the next writer must repair it
+        elif data and round_no % 3 == 1:
+            # Also a torn tail made on purpose, since a kill lands inside a write() only now
+            # and then: a prefix of a real event line, no newline.
             partial = encode_event(log.build_save("crash", f"torn on purpose {round_no}"))[: rng.randrange(5, 120)]
             with open(path, "ab") as f:
                 f.write(partial)
-            injected.append(partial)
+            injected[len(data)] = partial
         procs = [spawn_writer("loop", str(root), "crash", str(rng.randrange(10**9))) for _ in range(WRITERS_PER_ROUND)]
         for proc in procs:
             assert proc.stdout is not None
@@ -122,13 +126,18 @@ def test_kill_9_at_random_moments_loses_no_returned_save(root: Path, spawn_write
     lines = list(log.scan("crash"))
     assert lines[-1].event is not None and lines[-1].event.memory_id == last_id
     problems = [line for line in lines if line.event is None]
-    for partial in injected:  # each injected tail became exactly one bad line of its own
-        assert sum(p.raw == partial + b"\n" for p in problems) == 1
+    by_start = {p.start: p for p in problems}
+    for offset, partial in injected.items():  # each injected tail became one bad line of its own
+        assert by_start[offset].raw == partial + b"\n"
     head = b'{"v":1,"type":"memory.saved",'
     for problem in problems:
-        cut = problem.raw[:-1]  # the start of a save line, cut short: never two events glued
+        cut = problem.raw[:-1]  # the start of a save line, cut short...
         assert cut[: len(head)] == head[: len(cut)], problem
+        assert cut.find(b'{"v":', 1) == -1, problem  # ...never glued to the next event
         assert "not valid JSON" in (problem.problem or "")
+    # Every torn tail found between rounds became a bad line (some may have been cut short
+    # inside a batch, after complete lines, so more problems than tails are possible).
+    assert len(problems) >= len(injected) + natural_tails
     assert len(problems) <= len(injected) + kills
     assert len(lines) == len(events) + 1 + len(problems)
     if ends_torn:
