@@ -132,6 +132,49 @@ def test_index_deleted_while_held_open(make_index, log, store, caplog, with_side
     assert warnings_about(caplog, "index.db")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("unchecked_wal", [False, True])
+def test_index_deleted_while_another_process_holds_it(make_index, log, store, root, caplog, unchecked_wal: bool):
+    # A user removes index.db (only) while a server runs: its -wal and -shm stay behind, in
+    # use by the server, next to the new index.db the next process creates.
+    import json
+    import subprocess
+    import sys
+
+    from _projector_support import CHILD, child_env
+
+    make_index().catch_up()
+    server = subprocess.Popen([sys.executable, str(CHILD), "hold", str(root), "acme"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert server.stdout.readline().strip() == "ready", server.stderr.read()
+
+        def ask(line: str) -> str:
+            server.stdin.write(line + "\n")
+            server.stdin.flush()
+            return server.stdout.readline().strip()
+
+        if unchecked_wal:  # the server just projected a batch: frames not yet checkpointed
+            write_events(log, "acme", 300, "late")
+        expected = 290 + (300 if unchecked_wal else 0)
+        assert ask("count") == str(expected)
+        (log.root / "index.db").unlink()
+        index = make_index()
+        memory_id = log.save("acme", "the zebra note written after the delete")
+        assert index.load_context("acme")[1] == expected + 1
+        assert_correct(index, log)
+        assert json.loads(ask("search zebra note written after the delete"))[0] == memory_id
+        assert ask("count") == str(expected + 1)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+        server.stdout.close()
+        server.stderr.close()
+    assert server.returncode == 0
+    fresh = make_index()
+    assert_correct(fresh, log)
+
+
 def test_new_index_is_private(make_index, log, store):
     index = make_index()
     index.catch_up()
