@@ -170,8 +170,9 @@ def median_of(results: list[dict[str, Any]], key: str) -> float:
 def bench_size(n: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from synth import write_store
 
-    root = base / f"store-{n}"
-    write_store(root, PROJECT, n)
+    root = (args.store_dir or base) / f"store-{n}"
+    if not (root / "logs").is_dir():  # --store-dir keeps stores (and warm caches) between runs
+        write_store(root, PROJECT, n)
     cache = root / "cache" / "embeddings.db"
     out: dict[str, Any] = {"size": n}
     log = lambda *a: print(f"[{n}]", *a, file=sys.stderr, flush=True)  # noqa: E731
@@ -188,9 +189,11 @@ def bench_size(n: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             out["rebuild_cold_s"] = median_of(colds, "seconds")
             out["rebuild_cold_rss_mb"] = max(c["rss_mb"] for c in colds)
         else:
-            # Too slow to embed everything here: fill the cache without timing anything else.
+            # Too slow to embed everything here: fill the cache (if it is not full already,
+            # from an earlier run with --store-dir) without timing anything else.
             log(f"no cold run above --cold-max {args.cold_max}; filling the cache")
-            run_child("rebuild", str(root), str(cache), args.embedder)
+            out["cache_fill"] = run_child("rebuild", str(root), str(cache), args.embedder)
+            log("cache fill", out["cache_fill"])
     warms = []
     for run in range(args.runs):
         warms.append(run_child("rebuild", str(root), str(cache), args.embedder))
@@ -215,7 +218,7 @@ def bench_size(n: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     out["keyword_p50_ms"] = median_of(keyword, "p50_ms")
     out["keyword_p95_ms"] = median_of(keyword, "p95_ms")
     out["index_mb"] = (root / "index.db").stat().st_size / 2**20
-    if not args.keep:
+    if not args.keep and not args.store_dir:
         shutil.rmtree(root, ignore_errors=True)
     return out
 
@@ -254,7 +257,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+                            capture_output=True, text=True).stdout.strip() or os.environ.get("BENCH_COMMIT", "")
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu": cpu, "cores": os.cpu_count(),
@@ -301,6 +304,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--embedder", default="minilm", help="minilm (default), fake, or none")
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary stores go")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument("--store-dir", type=Path, default=None,
+                        help="keep the stores here and reuse them (and their embedding caches) next time")
     parser.add_argument("--profile", action="store_true", help="profile the search loop instead")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
