@@ -4,6 +4,7 @@ saved next to them, and boosted where the query names a memory's tag."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import query
@@ -14,11 +15,16 @@ from .search import boost_tagged, fts_match_expression, fuse_scores, keyword_ter
 if TYPE_CHECKING:
     from .index import Index
 
-# Measured on LoCoMo dev (tools/bench_locomo.py, BENCHMARKS.md); change only with a new run.
-CANDIDATE_DEPTH = 100  # per side, at least; deeper than the limit so fusion can re-rank
-KEYWORD_WEIGHT = 0.5
-NEIGHBOUR_WEIGHT = 0.3
-TAG_BOOST = 0.2
+
+@dataclass(frozen=True, slots=True)
+class SearchTuning:
+    """The knobs of hybrid ranking. The defaults were measured on LoCoMo dev
+    (``tools/bench_locomo.py --ablate``, BENCHMARKS.md); change them only with a new run."""
+
+    depth: int = 100  # candidates per side, at least; deeper than the limit so fusion can re-rank
+    keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
+    neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
+    tag_boost: float = 0.2  # added when the query names one of the memory's tags
 
 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> dict[int, float]:
@@ -38,14 +44,15 @@ def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: 
 
 def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, index: Index) -> SearchResult:
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
-    depth = max(CANDIDATE_DEPTH, limit * 5)
+    tuning = index.tuning
+    depth = max(tuning.depth, limit * 5)
     keyword = _keyword_candidates(conn, text, filters, depth)
     vectors = index._embed([text])
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth)
-    scores = fuse_scores(keyword, vector, KEYWORD_WEIGHT)
+    scores = fuse_scores(keyword, vector, tuning.keyword_weight)
     found = query.fetch_memories(conn, list(scores))
-    scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, NEIGHBOUR_WEIGHT)
-    scores = boost_tagged(scores, {r: m.tags for r, (_, m) in found.items()}, keyword_terms(text), TAG_BOOST)
+    scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, tuning.neighbour_weight)
+    scores = boost_tagged(scores, {r: m.tags for r, (_, m) in found.items()}, keyword_terms(text), tuning.tag_boost)
     hits = [Hit(found[rowid][1], round(score, 6)) for rowid, score in rank(scores, limit) if rowid in found]
     warning = None if vectors is not None else _keyword_reason(index)
     stalled = conn.execute(

@@ -21,6 +21,7 @@ from eventlog.validate import validate_importance, validate_project
 from . import db, query
 from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery, MemoryNotFound
 from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyReport
+from .hybrid import SearchTuning
 from .runner import Projection
 from .schema import SCHEMA_VERSION, TABLES
 from .tracking import is_pending, read_tracking
@@ -47,6 +48,7 @@ class Index:
         path: Path | None = None,
         cache_path: Path | None = None,
         lock_timeout: float = INDEX_LOCK_TIMEOUT,
+        tuning: SearchTuning | None = None,
     ) -> None:
         self.log = log
         self.path = path or log.root / "index.db"
@@ -61,6 +63,7 @@ class Index:
         self._identity: tuple[int, int] | None = None
         self._mutex = threading.RLock()  # one connection per Index, shared by worker threads
         self._watcher: Any = None
+        self.tuning = tuning or SearchTuning()
 
     # -- connection ----------------------------------------------------------------------
 

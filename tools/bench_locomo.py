@@ -2,7 +2,7 @@
 search paths: every dialog turn saved as one memory (one project per conversation), every
 question searched in its own project; recall@5/@10 of the evidence turns per category.
 
-    python tools/bench_locomo.py [--embedder minilm|none] [--data PATH] [--json OUT]
+    python tools/bench_locomo.py [--embedder minilm|none] [--ablate] [--data PATH] [--json OUT]
 
 Not part of the test suite. Reads the data from ../shared/bench; never copies it.
 """
@@ -10,8 +10,10 @@ Not part of the test suite. Reads the data from ../shared/bench; never copies it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from eventlog import EventLog  # noqa: E402
 from projector import Index  # noqa: E402
+from projector.hybrid import SearchTuning  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "bench" / "locomo-dev.json"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
@@ -86,24 +89,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(data_path: Path, embedder_kind: str) -> dict:
-    data = json.loads(data_path.read_text())
-    root = Path(tempfile.mkdtemp(prefix="mnemolog-locomo-"))
-    log = EventLog(root)
-    embedder = None
-    if embedder_kind != "none":
-        from projector.embed import make_embedder
+ABLATIONS: dict[str, dict[str, float]] = {
+    "default": {},
+    "no neighbour smoothing": {"neighbour_weight": 0.0},
+    "no tag boost": {"tag_boost": 0.0},
+    "plain score fusion (neither)": {"neighbour_weight": 0.0, "tag_boost": 0.0},
+    "keyword weight 0.3": {"keyword_weight": 0.3},
+    "keyword weight 0.7": {"keyword_weight": 0.7},
+    "candidate depth 50": {"depth": 50},
+}
 
-        embedder = make_embedder(embedder_kind)
-    index = Index(log, embedder)
+
+def store_all(data: list[dict], log: EventLog, index: Index) -> list[tuple[str, dict[str, set[str]], list[dict]]]:
+    """Save every conversation; return (project, memory id -> turn ids, questions) of each."""
+    return [(*store_conversation(log, index, sample), sample["qa"]) for sample in data]
+
+
+def evaluate(index: Index, stored: list[tuple[str, dict[str, set[str]], list[dict]]]) -> dict:
+    """Ask every question in its own project; recall@5/@10 per category, latency, leaks."""
     recalls: dict[int, dict[int, list[float]]] = {5: defaultdict(list), 10: defaultdict(list)}
     latencies, wrong_project, rewritten, dropped, unanswerable = [], 0, 0, 0, 0
     modes: set[str] = set()
-    started = time.perf_counter()
-    for sample in data:
-        project, by_memory = store_conversation(log, index, sample)
+    for project, by_memory, questions in stored:
         turns = {d for ids in by_memory.values() for d in ids}
-        for qa in sample["qa"]:
+        for qa in questions:
             evidence, r, d = normalize_evidence(qa.get("evidence", []), turns)
             rewritten, dropped = rewritten + r, dropped + d
             if not evidence:
@@ -118,9 +127,7 @@ def run(data_path: Path, embedder_kind: str) -> dict:
             for k in (5, 10):
                 hit_turns = set().union(*found[:k]) if found[:k] else set()
                 recalls[k][qa["category"]].append(len(hit_turns & set(evidence)) / len(evidence))
-    index.close()
     return {
-        "embedder": embedder_kind,
         "modes": sorted(modes),
         "questions": sum(len(v) for v in recalls[5].values()),
         "evidence_rewritten": rewritten,
@@ -136,8 +143,32 @@ def run(data_path: Path, embedder_kind: str) -> dict:
         "search_ms_p50": round(statistics.median(latencies), 2),
         "search_ms_p95": round(percentile(latencies, 0.95), 2),
         "wrong_project_results": wrong_project,
-        "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def run(data_path: Path, embedder_kind: str, ablate: bool) -> dict:
+    data = json.loads(data_path.read_text())
+    root = Path(tempfile.mkdtemp(prefix="mnemolog-locomo-"))
+    log = EventLog(root)
+    embedder = None
+    if embedder_kind != "none":
+        from projector.embed import make_embedder
+
+        embedder = make_embedder(embedder_kind)
+    index = Index(log, embedder)
+    started = time.perf_counter()
+    stored = store_all(data, log, index)
+    results: dict = {"embedder": embedder_kind, "store_seconds": round(time.perf_counter() - started, 1)}
+    results.update(evaluate(index, stored))
+    if ablate:
+        results["ablations"] = {}
+        for name, changes in ABLATIONS.items():
+            index.tuning = dataclasses.replace(SearchTuning(), **changes)
+            outcome = evaluate(index, stored)
+            results["ablations"][name] = {f"recall@{k}": outcome["recall"][k]["cat1-4"] for k in ("5", "10")}
+    index.close()
+    shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 def main() -> None:
@@ -145,8 +176,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--embedder", default="minilm", choices=["minilm", "none"])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ablate", action="store_true", help="also rank with each tuning knob changed")
     args = parser.parse_args()
-    results = run(args.data, args.embedder)
+    results = run(args.data, args.embedder, args.ablate)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
