@@ -131,15 +131,15 @@ class RedisEventLog(LogBase):
 
     def _connect(self, *, single: bool = False, extra_timeout: float = 0.0) -> Any:
         import redis
-        from redis.backoff import ConstantBackoff
+        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         options: dict[str, Any] = {
             "socket_timeout": self.timeout + extra_timeout,
             "socket_connect_timeout": self.timeout,
-            # One quick retry: a pooled connection that died with a restarted Redis is
-            # replaced, while a Redis that is really down still fails within the timeout.
-            "retry": Retry(ConstantBackoff(0.05), 1),
+            # No retries inside the client (they nest: connect, handshake, command, so a hung
+            # server would cost several timeouts); ``_call`` retries once on a dropped connection.
+            "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 30,
         }
         if single:
@@ -160,7 +160,8 @@ class RedisEventLog(LogBase):
     def _w(self) -> Any:
         with self._clients_lock:
             if self._writer is None:
-                self._writer = self._connect(single=True)
+                # WAIT may block for wait_timeout before it answers.
+                self._writer = self._connect(single=True, extra_timeout=self.wait_timeout if self.wait_replicas else 0)
             return self._writer
 
     def close(self) -> None:
@@ -173,11 +174,19 @@ class RedisEventLog(LogBase):
             self._reader = self._writer = None
 
     def _call(self, what: str, work: Callable[[], T]) -> T:
-        """Run ``work``, turning Redis errors into ``StoreError``s without the password."""
+        """Run ``work``, turning Redis errors into ``StoreError``s without the password.
+
+        A dropped connection (a pooled one that died with a restarted Redis) is retried once on
+        a new one; a timeout is not, so a call never takes much more than ``timeout``."""
         import redis
 
         try:
-            return work()
+            try:
+                return work()
+            except redis.exceptions.AuthenticationError:
+                raise
+            except redis.exceptions.ConnectionError:
+                return work()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
             raise StoreUnavailable(
                 f"cannot {what}: Redis at {self.display} is unreachable or did not answer within "
@@ -348,9 +357,16 @@ class StreamWatch:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mnemolog-redis-listener", daemon=True)
         self._client: Any = None
+        self._initial: dict[str, str] | None = None
 
     def start(self) -> None:
-        """Start the listener thread."""
+        """Note where every stream ends now (so nothing appended from here on is missed), then
+        start the listener thread. If Redis cannot be reached now, the thread keeps trying."""
+        try:
+            self._initial = self._start_positions(self._log)
+        except StoreError as e:
+            logger.warning("listening to Redis at %s: %s; retrying in the background", self._log.display, e)
+            self._initial = None
         self._thread.start()
 
     def stop(self) -> None:
@@ -360,13 +376,13 @@ class StreamWatch:
             self._thread.join(timeout=0.2)
 
     def _run(self) -> None:
-        pause, failing = 0.2, False
+        pause, failing = 0.2, self._initial is None
         positions: dict[str, str] = {}
         while not self._stopping.is_set():
             try:
                 if self._client is None:
                     self._client = self._log._connect(extra_timeout=self._block_ms / 1000)
-                    positions = self._start_positions()
+                    positions, self._initial = self._initial or self._start_positions(self._log), None
                     if failing:
                         logger.warning("Redis at %s is back; catching up", self._log.display)
                         self._notify(list(positions))
@@ -382,9 +398,10 @@ class StreamWatch:
                 pause = min(pause * 2, 2.0)
         self._drop_client()
 
-    def _start_positions(self) -> dict[str, str]:
-        projects = self._known_projects()
-        heads = self._log.heads(projects) if projects else {}
+    @staticmethod
+    def _start_positions(log: RedisEventLog) -> dict[str, str]:
+        """The last entry id of every stream now."""
+        heads = log.heads(log.projects())
         return {p: (h.token if h else "0-0") for p, h in heads.items()}
 
     def _known_projects(self) -> list[str]:

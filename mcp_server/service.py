@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from eventlog import EventLog, EventStore, MemorySaved
+from eventlog import EventLog, EventStore, MemorySaved, StoreError
 from eventlog.clock import next_stamp, parse_ts
 from eventlog.validate import validate_importance, validate_project, validate_tags
 
@@ -173,6 +173,8 @@ class MemoryService:
         """Bring the index up to date with ``project`` after a write; the write is already safe."""
         try:
             self.index.catch_up(project)
+        except StoreError as e:  # the log's server went away just now: no traceback for that
+            logger.warning("index catch-up of project %r failed after a write: %s", project, e)
         except Exception:  # the event is durable in the log; the next read catches up again
             logger.warning("index catch-up of project %r failed after a write", project, exc_info=True)
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eventlog.paths import ensure_dir
+
 from . import db
 from .runner import Projection
 
@@ -113,6 +115,7 @@ def swap_in(index: Index, temp: Path) -> None:
 
 def rebuild_index(index: Index, progress: Callable[[int, int], None] | None) -> int:
     """Build a fresh index from the logs and swap it in; return events applied."""
+    ensure_dir(index.path.parent)  # a Redis-backed store may have no local directory yet
     _remove_stale_temps(index.path)
     temp = _temp_path(index.path)
     try:

@@ -42,10 +42,12 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process bound to 127.0.0.1, its data in ``directory``."""
 
-    def __init__(self, directory: Path, *, aof: bool = False, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, aof: bool = False, port: int | None = None,
+                 extra: list[str] | None = None) -> None:
         self.binary = require_redis_server()
         self.directory = directory
         self.aof = aof
+        self.extra = extra or []
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
-        return args
+        return args + self.extra
 
     def start(self) -> RedisServer:
         """Start the server and wait until it answers ``PING``."""
@@ -86,7 +88,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up, maybe behind a password
         except OSError:
             return False
 
