@@ -116,12 +116,46 @@ def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, s
     }
 
 
+def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int) -> dict[str, Any]:
+    """Where a hybrid search's time goes: each step of ``hybrid_search`` timed on its own
+    (median ms over ``count`` queries not embedded before)."""
+    from synth import Synth
+
+    from eventlog import EventLog
+    from projector import Index, hybrid, query
+
+    queries = Synth(queries_seed).queries(count + 1)
+    index = Index(EventLog(root), _make_embedder(embedder_kind))
+    index.search(queries[0], project=PROJECT)  # load the model, open the index
+    conn, filters = index._connection(), query.Filters(PROJECT)
+    steps: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t = time.perf_counter()
+        value = fn()
+        steps.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+        return value
+
+    depth = hybrid.CANDIDATE_DEPTH
+    for q in queries[1:]:
+        timed("catch_up check (stat + meta)", lambda: index.catch_up(PROJECT))
+        keyword = timed("keyword candidates (FTS5 bm25)", lambda: hybrid._keyword_candidates(conn, q, filters, depth))
+        vectors = timed("query embedding (cache lookup + model + cache write)", lambda: index._embed([q]))
+        vector = timed("vector candidates (vec0 KNN)", lambda: hybrid._vector_candidates(conn, vectors[0], filters, depth))
+        timed("fetch candidate rows", lambda: query.fetch_memories(conn, list(keyword.keys() | vector.keys())))
+        timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
+    index.close()
+    return {name: statistics.median(values) for name, values in steps.items()}
+
+
 def child_main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "rebuild":
         out = child_rebuild(argv[1], argv[2], argv[3])
     elif mode == "search":
         out = child_search(argv[1], argv[2], int(argv[3]), int(argv[4]), float(argv[5]))
+    elif mode == "breakdown":
+        out = child_breakdown(argv[1], argv[2], int(argv[3]), int(argv[4]))
     else:
         raise SystemExit(f"unknown child mode {mode!r}")
     print("result " + json.dumps(out), flush=True)
@@ -217,6 +251,8 @@ def bench_size(n: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                for run in range(args.runs)]
     out["keyword_p50_ms"] = median_of(keyword, "p50_ms")
     out["keyword_p95_ms"] = median_of(keyword, "p95_ms")
+    out["breakdown_ms"] = run_child("breakdown", str(root), args.embedder, "3000", str(min(args.queries, 100)))
+    log("breakdown", out["breakdown_ms"])
     out["index_mb"] = (root / "index.db").stat().st_size / 2**20
     if not args.keep and not args.store_dir:
         shutil.rmtree(root, ignore_errors=True)
@@ -286,6 +322,9 @@ def report(results: list[dict[str, Any]], extra: dict[str, Any]) -> str:
             keys = key if isinstance(key, tuple) else (key,)
             cells.append(" / ".join(fmt.format(r[k]) if k in r else "-" for k in keys))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    steps = [r.get("breakdown_ms", {}) for r in results]
+    for step in steps[0] if steps else []:
+        lines.append(f"| step: {step} (ms, p50) | " + " | ".join(f"{s.get(step, float('nan')):.2f}" for s in steps) + " |")
     for k, v in extra.items():
         lines.append(f"\n{k}: {v}")
     return "\n".join(lines)
