@@ -256,3 +256,42 @@ def test_without_redis_server_the_tests_fail_in_ci_and_skip_elsewhere(monkeypatc
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         _redis_server.require_redis_server()
+
+
+def test_rediss_talks_tls(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = RedisServer(tmp_path / "redis")
+    port = server.port
+    server.extra = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                    "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    server.ping = lambda: _tls_up(port, cert)  # type: ignore[method-assign]
+    server.start()
+    try:
+        log = RedisEventLog(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}", root=tmp_path, timeout=2)
+        memory_id = log.save("acme", "over TLS")
+        assert [e.memory_id for e in log.read("acme")] == [memory_id]
+        with pytest.raises(StoreUnavailable):  # plain text to a TLS port: refused, not hung
+            RedisEventLog(f"redis://127.0.0.1:{port}/0", root=tmp_path, timeout=1).projects()
+    finally:
+        server.stop()
+
+
+def _tls_up(port: int, cert: Path) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
