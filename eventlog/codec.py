@@ -7,6 +7,7 @@ upcasting old versions through a chain of small ``upcast_<type>_v<n>`` functions
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -124,16 +125,24 @@ def _decode_actor(raw: object) -> Actor:
     return Actor(client=client, host=host, pid=pid)
 
 
+# The one timestamp shape writers produce; it sorts by time as a string, which the fold's
+# "latest event wins" rule relies on. Anything else would decide a memory's state forever.
+_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+def _require_ts(payload: dict[str, Any]) -> str:
+    ts = _require_str(payload, "ts")
+    if not _TS.fullmatch(ts):
+        raise ValueError(f"'ts' must look like 2026-11-22T10:00:00.123Z, got {ts!r}")
+    return ts
+
+
 def _build_event(payload: dict[str, Any]) -> Event:
-    common = {
-        "event_id": _require_str(payload, "event_id"),
-        "ts": _require_str(payload, "ts"),
-        "project": _require_str(payload, "project"),
-        "memory_id": _require_str(payload, "memory_id"),
-        "actor": _decode_actor(payload.get("actor")),
-    }
+    event_id, ts = _require_str(payload, "event_id"), _require_ts(payload)
+    project, memory_id = _require_str(payload, "project"), _require_str(payload, "memory_id")
+    actor = _decode_actor(payload.get("actor"))
     if payload["type"] == FORGOTTEN:
-        return MemoryForgotten(**common)
+        return MemoryForgotten(event_id, ts, project, memory_id, actor)
     tags, importance = payload.get("tags", []), payload.get("importance", 5)
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise TypeError("'tags' must be a list of strings")
@@ -148,5 +157,5 @@ def _build_event(payload: dict[str, Any]) -> Event:
     if not isinstance(content, str):
         raise TypeError("'content' must be a string")
     return MemorySaved(
-        **common, content=content, tags=tuple(tags), importance=importance, kind=kind, meta=meta
+        event_id, ts, project, memory_id, content, tuple(tags), importance, kind, meta, actor
     )

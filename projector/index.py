@@ -422,7 +422,8 @@ def _check_prefix(id_or_prefix: object) -> str:
 
 
 def _within_budget(memories: list[Memory], budget_chars: int) -> list[Memory]:
-    kept, used = [], 0
+    kept: list[Memory] = []
+    used = 0
     for memory in memories:
         if kept and used + len(memory.content) > budget_chars:
             break

@@ -27,7 +27,7 @@ class Filters:
 
 def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
     """SQL conditions (joined with AND) and params for ``f`` on a table aliased ``alias``."""
-    clauses, params = [f"{alias}.project = ?"], [f.project]
+    clauses, params = [f"{alias}.project = ?"], list[Any]([f.project])
     if f.min_importance is not None:
         clauses.append(f"{alias}.importance >= ?")
         params.append(f.min_importance)

@@ -277,3 +277,14 @@ def test_arbitrary_objects_decode_or_raise_only_codec_errors(payload: dict[str, 
     except (CorruptLine, UnsupportedEventVersion):
         return
     assert decode_line(encode_event(event)) == event
+
+
+@pytest.mark.parametrize("ts", ["zzz", "2026-11-22", "2026-11-22T10:00:00Z", "2026-11-22 10:00:00.123Z"])
+def test_a_timestamp_of_another_shape_is_a_corrupt_line(ts: str) -> None:
+    # Timestamps order events as strings: a foreign shape would win (or lose) every comparison.
+    line = (
+        '{"v":1,"type":"memory.forgotten","event_id":"01M80GNSTV0EHM8566JZFW18XH","ts":"%s",'
+        '"project":"acme","memory_id":"38c51becf22d429b"}' % ts
+    ).encode()
+    with pytest.raises(CorruptLine, match="ts"):
+        decode_line(line)
