@@ -87,6 +87,13 @@ def child_rebuild(root: str, cache: str, embedder_kind: str) -> dict[str, Any]:
     return {"events": applied, "seconds": seconds, "rss_mb": _vm_hwm_mb()}
 
 
+def _fresh_cache(root: str) -> Path:
+    """An empty embedding cache for a searching child: every query is embedded by the model,
+    as a query never asked before is (the memories' vectors are in the index already)."""
+    path = Path(tempfile.mkdtemp(prefix="query-cache-", dir=root)) / "embeddings.db"
+    return path
+
+
 def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, spawned_at: float) -> dict[str, Any]:
     from synth import Synth
 
@@ -95,7 +102,7 @@ def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, s
     from projector import Index
 
     queries = Synth(queries_seed).queries(count + 1)
-    index = Index(EventLog(root), _make_embedder(embedder_kind))
+    index = Index(EventLog(root), _make_embedder(embedder_kind), cache_path=_fresh_cache(root))
     first = index.search(queries[0], project=PROJECT, limit=10)
     first_at = time.time()
     print("first", flush=True)
@@ -125,7 +132,7 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
     from projector import Index, hybrid, query
 
     queries = Synth(queries_seed).queries(count + 1)
-    index = Index(EventLog(root), _make_embedder(embedder_kind))
+    index = Index(EventLog(root), _make_embedder(embedder_kind), cache_path=_fresh_cache(root))
     index.search(queries[0], project=PROJECT)  # load the model, open the index
     conn, filters = index._connection(), query.Filters(PROJECT)
     steps: dict[str, list[float]] = {}
@@ -136,7 +143,8 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         steps.setdefault(name, []).append((time.perf_counter() - t) * 1000)
         return value
 
-    depth = hybrid.CANDIDATE_DEPTH
+    tuning = getattr(index, "tuning", None)  # SearchTuning since 38e5269, a constant before
+    depth = max(tuning.depth if tuning else getattr(hybrid, "CANDIDATE_DEPTH", 50), 10 * 5)
     for q in queries[1:]:
         timed("catch_up check (stat + meta)", lambda: index.catch_up(PROJECT))
         keyword = timed("keyword candidates (FTS5 bm25)", lambda: hybrid._keyword_candidates(conn, q, filters, depth))
