@@ -253,11 +253,12 @@ def spy_stop(spy: Any) -> None:
 
 
 def breakdown(raw: Path, rate: int, calls: int) -> dict[str, Any]:
-    """Samples of a py-spy raw file by category and thread, as ms per call."""
+    """Samples of a py-spy raw file as ms per call: by thread, by category, and for the worker
+    thread's saves and searches apart (``calls`` of each kind were timed)."""
     by_category: dict[str, int] = {}
     by_thread: dict[str, int] = {}
+    by_op: dict[str, dict[str, int]] = {"save": {}, "search": {}}
     leaves: dict[str, int] = {}
-    total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
@@ -274,16 +275,26 @@ def breakdown(raw: Path, rate: int, calls: int) -> dict[str, Any]:
         by_category[category] = by_category.get(category, 0) + count
         by_thread[thread] = by_thread.get(thread, 0) + count
         leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
-        total += count
-    per_call = 1000 / rate / max(calls, 1)
+        op = next((name for name in ("save", "search") if any(f"MemoryService.{name} " in f for f in frames)), None)
+        if op is not None:
+            by_op[op][category] = by_op[op].get(category, 0) + count
+
+    def ms(counts: dict[str, int], per: int) -> dict[str, float]:
+        ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+        return {k: round(v * 1000 / rate / max(per, 1), 2) for k, v in ordered}
+
     return {
-        "samples": total,
+        "samples": sum(by_thread.values()),
         "rate_hz": rate,
-        "note": "non-idle samples of the server's Python threads during the timed calls; ms = samples / rate / calls",
-        "ms_per_call_by_category": {k: round(v * per_call, 2) for k, v in sorted(by_category.items(),
-                                                                                  key=lambda kv: -kv[1])},
-        "ms_per_call_by_thread": {k: round(v * per_call, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])},
-        "top_leaf_frames": {k: round(v * per_call, 2) for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:15]},
+        "note": "on-CPU samples of the server's Python threads during the timed calls (py-spy, not idle); "
+                "ms = samples / rate / calls",
+        "worker_ms_per_save": {"total": round(sum(by_op["save"].values()) * 2000 / rate / max(calls, 1), 2),
+                               **ms(by_op["save"], calls // 2)},
+        "worker_ms_per_search": {"total": round(sum(by_op["search"].values()) * 2000 / rate / max(calls, 1), 2),
+                                 **ms(by_op["search"], calls // 2)},
+        "all_threads_ms_per_call_by_category": ms(by_category, calls),
+        "ms_per_call_by_thread": ms(by_thread, calls),
+        "top_leaf_frames_ms_per_call": dict(list(ms(leaves, calls).items())[:15]),
     }
 
 
@@ -414,6 +425,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"| peak RSS (VmHWM) / RSS after {result['settings']['ops']} saves + searches | "
         f"{stdio['peak_rss_mb']:.0f} / {stdio['rss_mb']:.0f} MB | ≤ 200 MB: {ok['peak_rss_mb']} |",
     ]
+    profile = result.get("profiled_round", {}).get("where_the_time_goes")
+    if profile:
+        lines += ["", "Where a call's time goes on the server's worker thread (py-spy, on-CPU ms per call):", "",
+                  "| Call | Total | Parts |", "|---|---|---|"]
+        for op in ("save", "search"):
+            parts = dict(profile[f"worker_ms_per_{op}"])
+            total = parts.pop("total")
+            shown = ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v >= 0.1)
+            lines.append(f"| {op} | {total:.1f} ms | {shown} |")
     return "\n".join(lines)
 
 
