@@ -19,7 +19,7 @@ from eventlog.paths import ensure_dir
 from eventlog.validate import validate_importance, validate_project
 
 from . import db, query
-from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery, MemoryNotFound
+from .errors import AmbiguousId, EmbedderUnavailable, IndexCorrupt, InvalidQuery, MemoryNotFound, ProjectorError
 from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyReport
 from .hybrid import SearchTuning
 from .runner import Projection
@@ -103,7 +103,7 @@ class Index:
         try:  # a garbage file already fails here, on the journal-mode pragma
             conn = db.connect(self.path)
         except db.database_error() as e:
-            raise IndexCorrupt(str(e)) from e
+            raise _as_corruption(e) from e
         try:
             version = _schema_version(conn)
             if version is None:
@@ -113,7 +113,7 @@ class Index:
             return conn
         except (db.database_error(), IndexCorrupt) as e:
             conn.close()
-            raise e if isinstance(e, IndexCorrupt) else IndexCorrupt(str(e)) from e
+            raise e if isinstance(e, IndexCorrupt) else _as_corruption(e) from e
 
     def _create_schema(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -359,6 +359,22 @@ class Index:
         if self._watcher is None:
             self._watcher = LogWatcher(self.log, self.catch_up)
             self._watcher.start()
+
+
+# SQLITE_BUSY and SQLITE_LOCKED: another process holds the index (even past the long busy
+# timeout). That is no reason to delete it under them; anything else that stops the file from
+# opening (corrupt, not a database, stale WAL of a deleted file) is cured by a rebuild.
+_CONTENTION_CODES = {5, 6}
+
+
+def _as_corruption(error: Exception) -> Exception:
+    """``IndexCorrupt`` (rebuild it) unless ``error`` is contention, which is reported as a
+    ``ProjectorError`` and leaves the index alone."""
+    code = getattr(error, "sqlite_errorcode", None)
+    text = str(error).lower()
+    if (code is not None and code & 0xFF in _CONTENTION_CODES) or "locked" in text or "busy" in text:
+        return ProjectorError(f"the index is busy ({error}); the logs are untouched, try again")
+    return IndexCorrupt(str(error))
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

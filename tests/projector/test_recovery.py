@@ -22,6 +22,8 @@ from _projector_support import (
     write_events,
 )
 
+import projector
+import projector.db
 import projector.index
 from eventlog import EventLog
 from projector import Index, IndexCorrupt, runner
@@ -292,3 +294,24 @@ def test_corrupt_index_with_a_model_is_rebuilt_with_vectors(make_index, log, sto
 
 def test_index_corrupt_is_a_projector_error():
     assert issubclass(IndexCorrupt, projector.ProjectorError)
+
+
+def test_an_index_that_cannot_be_opened_for_a_passing_reason_is_not_deleted(make_index, log, store, monkeypatch):
+    """Only a damaged file is rebuilt: a busy or unreadable one must keep its rows."""
+    index = make_index()
+    assert index.load_context("acme")[1] == 290
+    index.close()
+    before = index.path.stat().st_ino
+    error_class = projector.db.database_error()
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise error_class("database is locked")
+
+    monkeypatch.setattr(projector.db, "connect", busy)
+    reopened = make_index()
+    with pytest.raises(projector.ProjectorError, match="locked") as raised:
+        reopened.load_context("acme")
+    assert not isinstance(raised.value, IndexCorrupt)
+    assert index.path.exists() and index.path.stat().st_ino == before
+    monkeypatch.undo()
+    assert make_index().load_context("acme")[1] == 290
