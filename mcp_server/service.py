@@ -202,6 +202,7 @@ class MemoryService:
         last_change = existing.updated_at if existing else self.index.last_change(project, event.memory_id)
         if last_change is not None:  # present, or forgotten by a writer whose clock runs ahead
             event = _after(event, last_change)
+        self.index.prepare([event])  # the model runs here, not under the index lock
         self.log.append(project, [event])
         self._caught_up(project)
         return Saved(event.memory_id, project, created=existing is None)
@@ -232,6 +233,7 @@ class MemoryService:
         )
         if new.memory_id == old.id and _same_attributes(old, new):
             return Updated(old.id, project, old.id, changed=False)
+        self.index.prepare([new])
         self.log.replace(project, old.id, _after(new, old.updated_at))
         self._caught_up(project)
         return Updated(new.memory_id, project, old.id, changed=True)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventlog import EventStore
+from eventlog import EventStore, MemorySaved
 from eventlog.lock import held
 from eventlog.paths import ensure_dir
 from eventlog.validate import validate_importance, validate_project
@@ -174,6 +174,17 @@ class Index:
             return None
         self._embed_error = None
         return [row.astype("float32").tobytes() for row in vectors]
+
+    def prepare(self, saves: Sequence[MemorySaved]) -> None:
+        """Embed the memories of ``saves`` into the embedding cache now, before they are
+        appended: the catch-up that follows runs under the store-wide index lock, where every
+        other server waits, and then only reads the cache. Best effort: without a working
+        model this does nothing and the catch-up decides what happens. (No ``_mutex``: the
+        embedder and its cache are thread-safe, and a background catch-up may hold it.)"""
+        from .runner import embedding_text
+
+        if saves:
+            self._embed([embedding_text(e) for e in saves])
 
     @property
     def model_id(self) -> str:
