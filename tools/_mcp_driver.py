@@ -239,3 +239,26 @@ def copy_store(source: Path, target: Path) -> float:
     finally:
         service.close()
     return time.perf_counter() - started
+
+
+async def timed_save(client: Any, gen: Any, project: str, timed: list[float] | None) -> None:
+    """One ``save_context`` of a new synthetic memory; its latency appended to ``timed``."""
+    content, tags, importance = gen.memory()
+    t = time.perf_counter()
+    out = structured(await client.call_tool("save_context", {
+        "content": content, "tags": tags, "importance_level": importance, "project_id": project}))
+    if timed is not None:
+        timed.append(time.perf_counter() - t)
+    if not out["created"]:
+        raise RuntimeError(f"save of new content answered created=false: {content!r}")
+
+
+async def timed_search(client: Any, gen: Any, project: str, timed: list[float] | None) -> None:
+    """One hybrid ``search_contexts``; its latency appended to ``timed``; fails if degraded."""
+    query = gen.query()
+    t = time.perf_counter()
+    out = structured(await client.call_tool("search_contexts", {"query": query, "project_id": project}))
+    if timed is not None:
+        timed.append(time.perf_counter() - t)
+    if out["mode"] != "hybrid" or not out["results"]:
+        raise RuntimeError(f"search {query!r} answered {out['mode']} with {len(out['results'])} results")

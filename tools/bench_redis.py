@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mcp_driver import machine, median, populate, server_env, structured, summary_ms  # noqa: E402
+from _mcp_driver import machine, median, populate, server_env, structured, summary_ms, timed_save, timed_search  # noqa: E402
 from synth import Synth  # noqa: E402
 
 PROJECT = "bench"
@@ -176,23 +176,10 @@ async def latency_round(home: Path, work: Path, tag: str, args: argparse.Namespa
         async with serve(home, errlog, **env) as client:
 
             async def save(timed: list[float] | None) -> None:
-                content, tags, importance = gen.memory()
-                t = time.perf_counter()
-                out = structured(await client.call_tool("save_context", {
-                    "content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}))
-                if timed is not None:
-                    timed.append(time.perf_counter() - t)
-                if not out["created"]:
-                    raise RuntimeError(f"save of new content answered created=false: {content!r}")
+                await timed_save(client, gen, PROJECT, timed)
 
             async def search(timed: list[float] | None) -> None:
-                query = gen.query()
-                t = time.perf_counter()
-                out = structured(await client.call_tool("search_contexts", {"query": query, "project_id": PROJECT}))
-                if timed is not None:
-                    timed.append(time.perf_counter() - t)
-                if out["mode"] != "hybrid" or not out["results"]:
-                    raise RuntimeError(f"search {query!r} answered {out['mode']} with {len(out['results'])} results")
+                await timed_search(client, gen, PROJECT, timed)
 
             for _ in range(args.warmup):
                 await search(None)

@@ -51,6 +51,8 @@ from _mcp_driver import (  # noqa: E402  (after the sys.path line, on purpose)
     server_env,
     server_params,
     structured,
+    timed_save,
+    timed_search,
     summary_ms,
     wait_for_quiet,
 )
@@ -125,23 +127,10 @@ async def latency_round(home: Path, work: Path, tag: str, args: argparse.Namespa
             pid = read_pid(pidfile)
 
             async def save(timed: list[float] | None) -> None:
-                content, tags, importance = gen.memory()
-                t = time.perf_counter()
-                out = structured(await client.call_tool("save_context", {
-                    "content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}))
-                if timed is not None:
-                    timed.append(time.perf_counter() - t)
-                if not out["created"]:
-                    raise RuntimeError(f"save of new content answered created=false: {content!r}")
+                await timed_save(client, gen, PROJECT, timed)
 
             async def search(timed: list[float] | None) -> None:
-                query = gen.query()
-                t = time.perf_counter()
-                out = structured(await client.call_tool("search_contexts", {"query": query, "project_id": PROJECT}))
-                if timed is not None:
-                    timed.append(time.perf_counter() - t)
-                if out["mode"] != "hybrid" or not out["results"]:
-                    raise RuntimeError(f"search {query!r} answered {out['mode']} with {len(out['results'])} results")
+                await timed_search(client, gen, PROJECT, timed)
 
             for _ in range(args.warmup):
                 await search(None)
