@@ -29,7 +29,6 @@ from eventlog import EventLog
 from projector import Index
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-pytest.importorskip("projector.embed")  # the children embed with the fake model
 
 
 def start(mode: str, root: Path, *flags: str) -> subprocess.Popen[str]:

@@ -185,7 +185,6 @@ def test_new_index_is_private(make_index, log, store):
 
 # -- embeddings -------------------------------------------------------------------------------
 
-pytest.importorskip("projector.embed")
 
 
 def stored_vector(index: Index, memory_id: str) -> np.ndarray:

@@ -205,7 +205,6 @@ MODES = ["keyword", "hybrid"]
 def mode_index(request, make_index: Callable[..., Index]) -> Index:
     """An index in keyword mode (no embedder) and in hybrid mode (the fake embedder)."""
     if request.param == "hybrid":
-        pytest.importorskip("projector.embed")
         return make_index(FakeEmbedder())
     return make_index()
 
