@@ -41,14 +41,15 @@ TOKENIZER_PATH = Path(__file__).parent / "models" / "tokenizer.json"
 # tokenizers' Encoding objects for 100k texts would cost hundreds of MB.
 TOKENIZE_WINDOW = 1024
 # Two intra-op threads with spin-waiting off. Measured on the 2-core machine this was written
-# on (AVX512-VNNI, onnxruntime 1.31, int8 kernels; other processes busy; medians of 30):
-#   11-token query:   1 thread 3.6 ms   2 threads 2.8 ms
-#   40-token memory:  1 thread 8.3 ms   2 threads 5.9 ms
-#   batch 32 x 30 tokens: 1 thread 210/s   2 threads 330/s
-# (the float execution it replaced: 5.0 ms / 12 ms / 160/s with 2 threads). Earlier, float:
-# spinning threads burned the core another server needed (7.4 ms vs 4.5 ms for a query while
-# another process batched); without spinning, two threads were as good as one under contention
-# and faster when the machine was idle.
+# on (AVX512-VNNI, onnxruntime 1.31, int8 kernels; three other engineers' tests running, so
+# noisy; medians of 60 alternating runs, float = the packaged graph as onnxruntime folds it):
+#                          1 thread: int8   float      2 threads: int8   float
+#   11-token query                  2.5 ms  5.2 ms                2.9 ms  5.7 ms
+#   40-token memory                 5.4 ms  12 ms                 5.6 ms  12.5 ms
+#   batch of 32 x 30 tokens         187/s   100/s                 282/s   118/s
+# Earlier, float: spinning threads burned the core another server needed (7.4 ms vs 4.5 ms for
+# a query while another process batched); without spinning, two threads were as good as one
+# under contention and faster when the machine was idle.
 DEFAULT_THREADS = 2
 MISS_CHUNK = 256  # CachedEmbedder stores every this many fresh vectors: a killed rebuild keeps them
 NONE_HINT = "or set MNEMOLOG_EMBEDDER=none for keyword search only"
