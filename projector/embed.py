@@ -51,6 +51,13 @@ TOKENIZE_WINDOW = 1024
 # a query while another process batched); without spinning, two threads were as good as one
 # under contention and faster when the machine was idle.
 DEFAULT_THREADS = 2
+# One text per inference by default. The int8 MatMuls quantize each input tensor with one scale,
+# so in a batch a text's vector moves with its batch-mates and padding (cosine >= 0.986 vs
+# alone): the same text would get another vector on import than on save, and a store moved to
+# another backend would rank differently. Alone it is a function of the text. The price, measured
+# (int8, 2 threads, busy machine): 281/s for 30-token texts vs 498/s in batches of 32, still
+# above the float execution's batches (100-180/s).
+DEFAULT_BATCH = 1
 MISS_CHUNK = 256  # CachedEmbedder stores every this many fresh vectors: a killed rebuild keeps them
 NONE_HINT = "or set MNEMOLOG_EMBEDDER=none for keyword search only"
 
@@ -122,7 +129,7 @@ class OnnxMiniLM:
         tokenizer_path: Path | str | None = None,
         threads: int | None = None,
         max_tokens: int = MINILM_MAX_TOKENS,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH,
         cache_dir: Path | str | None = None,
     ) -> None:
         if not 2 <= max_tokens <= MINILM_POSITIONS:

@@ -116,7 +116,7 @@ def test_int8_vectors_agree_with_the_float_execution(minilm: OnnxMiniLM) -> None
     # One text per call, like a search or a save. Measured: cosine 0.992-0.998 on these
     # sentences (0.982 for an empty text: nothing to average but [CLS] and [SEP]). Activations
     # are quantized to 8 bits per call, so some drift is the price; 0.985 leaves room for other
-    # CPUs' kernels and still means "the same vector". Batched, see the next test but one.
+    # CPUs' kernels and still means "the same vector".
     int8 = np.concatenate([minilm.embed([text]) for text in SENTENCES])
     cosine = (int8 * float_reference(SENTENCES)).sum(axis=1)
     assert cosine.min() >= 0.985, dict(zip(SENTENCES, cosine.round(4)))
@@ -148,11 +148,22 @@ def test_same_text_gives_the_identical_vector(minilm: OnnxMiniLM) -> None:
     assert np.array_equal(first, second)
 
 
-def test_a_batch_nearly_equals_one_by_one(minilm: OnnxMiniLM) -> None:
-    # 40 texts: more than one batch of 32, lengths from empty to past the 256-token limit,
-    # so sorting by length, padding and truncation all take part.
-    texts = [f"item {i} " + "word " * (i * 7 % 60) for i in range(38)] + ["", "memory " * 300]
-    batch = minilm.embed(texts)
+LENGTHS = [f"item {i} " + "word " * (i * 7 % 60) for i in range(38)] + ["", "memory " * 300]
+
+
+def test_many_texts_in_one_call_equal_one_by_one(minilm: OnnxMiniLM) -> None:
+    # Lengths from empty to past the 256-token limit, so truncation takes part. A text's vector
+    # must not depend on the call it came in (see DEFAULT_BATCH).
+    together = minilm.embed(LENGTHS)
+    single = np.concatenate([minilm.embed([t]) for t in LENGTHS])
+    assert np.array_equal(together, single)
+    assert len({row.tobytes() for row in together}) == len(LENGTHS)  # and rows are not mixed up
+
+
+def test_real_batches_nearly_equal_one_by_one(minilm: OnnxMiniLM, model_cache: Path) -> None:
+    # 40 texts: more than one batch of 32, so sorting by length and padding take part.
+    texts = LENGTHS
+    batch = OnnxMiniLM(batch_size=32, cache_dir=model_cache).embed(texts)
     single = np.concatenate([minilm.embed([t]) for t in texts])
     # Not equal: each int8 MatMul quantizes its whole input, padding and batch-mates included,
     # with one scale, so a text's vector moves a little with its batch. Measured: cosine >= 0.986
