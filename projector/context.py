@@ -74,8 +74,10 @@ def refresh_contexts(conn: Any, project: str, memory_ids: Iterable[str], radius:
     ``project``, whose presence or content changed. Inside the caller's transaction."""
     for rowid, seq in _affected(conn, project, memory_ids, radius).items():
         context = join_context([content for _r, _s, content in _present_around(conn, project, seq, radius)])
-        # FTS5 runs an UPDATE as delete + insert of the whole row, own content included.
-        conn.execute("UPDATE memory_fts SET context = ? WHERE rowid = ?", (context, rowid))
+        # FTS5 runs an UPDATE as delete + insert of the whole row: skip the rows it would not change.
+        conn.execute(
+            "UPDATE memory_fts SET context = ? WHERE rowid = ? AND context IS NOT ?", (context, rowid, context)
+        )
 
 
 def stale_contexts(conn: Any, radius: int = CONTEXT_RADIUS) -> int:
