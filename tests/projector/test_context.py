@@ -121,3 +121,20 @@ def test_keyword_sql_weights_the_context_column(weight: float):
     sql, params = keyword_sql('"x"', Filters("p"), 10, context_weight=weight)
     assert f"bm25(memory_fts, 1.0, 0.5, {weight!r})" in sql
     assert params[0] == ('{content tags} : ("x")' if weight == 0 else '"x"')
+
+
+# -- scores do not depend on what else this process has indexed ------------------------------
+
+
+def test_search_scores_do_not_depend_on_which_projects_were_caught_up(log: EventLog, make_index: Any) -> None:
+    # FTS5 keeps bm25 statistics over the whole table: if a search caught up only its own
+    # project, its scores would change once another project's memories arrived in the index.
+    for i in range(12):
+        log.save("acme", f"database choice {i} is postgres" if i % 3 else f"coffee machine note {i}")
+        log.save("beta", f"database budget review {i}")
+    fresh = make_index()  # nothing indexed: the search catches up
+    first = [(h.memory.id, h.score) for h in fresh.search("database choice", project="acme").hits]
+    everything = make_index()
+    everything.catch_up()  # both projects indexed before the search
+    second = [(h.memory.id, h.score) for h in everything.search("database choice", project="acme").hits]
+    assert first and first == second
