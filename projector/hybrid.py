@@ -25,13 +25,16 @@ class SearchTuning:
     keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
+    context_weight: float = 0.5  # bm25 weight of the neighbours' text (own content: 1.0)
 
 
-def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> dict[int, float]:
+def _keyword_candidates(
+    conn: Any, text: str, filters: query.Filters, depth: int, context_weight: float
+) -> dict[int, float]:
     match = fts_match_expression(text)
     if match is None:
         return {}
-    sql, params = query.keyword_sql(match, filters, depth)
+    sql, params = query.keyword_sql(match, filters, depth, context_weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
@@ -46,7 +49,7 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     tuning = index.tuning
     depth = max(tuning.depth, limit * 5)
-    keyword = _keyword_candidates(conn, text, filters, depth)
+    keyword = _keyword_candidates(conn, text, filters, depth, tuning.context_weight)
     vectors = index._embed([text])
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)

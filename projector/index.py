@@ -260,7 +260,10 @@ class Index:
         if not isinstance(query_text, str) or not query_text.strip():
             raise InvalidQuery("query is empty; give words to search for")
         limit = _check_limit(limit)
-        self.catch_up(filters.project)
+        # Every project, not only this one: FTS5 keeps its bm25 statistics (row count, term
+        # frequencies) over the whole table, so a project's scores would otherwise depend on
+        # which other projects this process happens to have caught up.
+        self.catch_up()
         from .hybrid import hybrid_search
 
         with self._mutex:

@@ -46,14 +46,18 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
+def keyword_sql(match: str, f: Filters, depth: int, context_weight: float = 0.5) -> tuple[str, list[Any]]:
     """Row ids matching ``match`` with their bm25 relevance (higher is better; content
-    weighted above tags)."""
+    weighted above tags and the neighbours' context; a context weight of 0 leaves the
+    context out of matching too)."""
     where, params = filter_sql(f)
+    if context_weight == 0:
+        match = "{content tags} : (" + match + ")"
+    weights = f"1.0, 0.5, {float(context_weight)!r}"
     sql = (
-        "SELECT memory_fts.rowid, -bm25(memory_fts, 1.0, 0.5) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        f"SELECT memory_fts.rowid, -bm25(memory_fts, {weights}) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
         f"WHERE memory_fts MATCH ? AND m.present = 1 AND {where} "
-        "ORDER BY bm25(memory_fts, 1.0, 0.5) LIMIT ?"
+        f"ORDER BY bm25(memory_fts, {weights}) LIMIT ?"
     )
     return sql, [match, *params, depth]
 

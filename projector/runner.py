@@ -15,7 +15,8 @@ from typing import Any
 from eventlog import EventStore, LogLine, MemorySaved, UnsupportedEventVersion
 
 from .apply import apply_ops, delete_project, mark_vectors_incomplete, read_current
-from .plan import plan_ops
+from .context import refresh_contexts
+from .plan import SetCreated, plan_ops
 from .tracking import Tracking, read_tracking, write_tracking
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,16 @@ class Projection:
                 # Recorded with the rows, so even a projector killed right after this batch
                 # leaves a mark that makes the next catch-up with a model fill them in.
                 mark_vectors_incomplete(self.conn)
+            changed: list[str] = []  # memories whose presence or content changed
             for line in lines:
                 if line.event is not None:
                     current = read_current(self.conn, line.event.project, line.event.memory_id)
-                    apply_ops(self.conn, plan_ops(line.event, current), vectors, line.line_no)
+                    ops = plan_ops(line.event, current)
+                    apply_ops(self.conn, ops, vectors, line.line_no)
+                    if any(not isinstance(op, SetCreated) for op in ops):
+                        changed.append(line.event.memory_id)
+            # Once per batch, after its rows: a memory near several changes is rewritten once.
+            refresh_contexts(self.conn, t.project, changed)
             write_tracking(self.conn, t)
 
         self._transaction(write)

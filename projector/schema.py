@@ -3,7 +3,7 @@ of another version is rebuilt from the logs, never migrated by hand."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2: tracking holds a backend's mark (stream entry ids too)
+SCHEMA_VERSION = 3  # 2: tracking holds a backend's mark (stream entry ids too); 3: neighbour context
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE INDEX IF NOT EXISTS memory_by_project
     ON memory (project, present, importance, updated_at);
+-- The present memories around a position, for the neighbour context (projector/context.py).
+CREATE INDEX IF NOT EXISTS memory_by_seq ON memory (project, present, seq);
 CREATE TABLE IF NOT EXISTS memory_tag (
     memory_rowid INTEGER NOT NULL,
     project      TEXT NOT NULL,
@@ -36,8 +38,10 @@ CREATE TABLE IF NOT EXISTS memory_tag (
     PRIMARY KEY (memory_rowid, tag)
 );
 CREATE INDEX IF NOT EXISTS memory_tag_by_project ON memory_tag (project, tag);
+-- context: the content of the memories saved around this one (projector/context.py).
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
-    content, tags, tokenize = 'porter unicode61 remove_diacritics 2'
+    content, tags, context,
+    tokenize = 'porter unicode61 remove_diacritics 2'
 );
 -- Per log: how far it has been applied, and enough to notice it was rewritten under us. The
 -- position is the log backend's mark: a file's byte offset and identity, or a stream's entry id.

@@ -9,6 +9,7 @@ import orjson
 from eventlog import Event, EventStore, UnsupportedEventVersion, fold
 
 from .apply import has_vector_table
+from .context import stale_contexts
 from .model import VerifyReport
 
 _ROW = "project, memory_id, present, content, tags, importance, kind, meta, created_at, updated_at, winner_event_id"
@@ -83,6 +84,9 @@ def _derived_differences(conn: Any, vectors_expected: bool) -> list[str]:
         n = conn.execute(sql).fetchone()[0]
         if n:
             out.append(f"{n} {label}")
+    stale = stale_contexts(conn)
+    if stale:
+        out.append(f"{stale} full-text rows with a stale neighbour context")
     return out
 
 

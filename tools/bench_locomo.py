@@ -92,6 +92,7 @@ def percentile(values: list[float], q: float) -> float:
 ABLATIONS: dict[str, dict[str, float]] = {
     "default": {},
     "no neighbour smoothing": {"neighbour_weight": 0.0},
+    "no neighbour context (keyword column)": {"context_weight": 0.0},
     "no tag boost": {"tag_boost": 0.0},
     "plain score fusion (neither)": {"neighbour_weight": 0.0, "tag_boost": 0.0},
     "keyword weight 0.3": {"keyword_weight": 0.3},

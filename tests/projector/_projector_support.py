@@ -137,6 +137,7 @@ def derived_problems(conn: Any, vectors_expected: bool) -> list[str]:
     for rowid, (content, tags) in fts.items():
         if rowid in present and (content, tags) != (present[rowid][2], " ".join(orjson.loads(present[rowid][3]))):
             problems.append(f"full-text row {rowid} differs from its memory")
+    problems.extend(_context_problems(conn))
     want_tags = {(rowid, r[1], t.lower()) for rowid, r in present.items() for t in orjson.loads(r[3])}
     got_tags = set(conn.execute("SELECT memory_rowid, project, tag FROM memory_tag"))
     if want_tags != got_tags:
@@ -152,6 +153,22 @@ def derived_problems(conn: Any, vectors_expected: bool) -> list[str]:
                 problems.append(f"vector metadata of row {rowid} differs from its memory")
     elif vectors_expected and present:
         problems.append("no vector table although vectors are expected")
+    return problems
+
+
+def _context_problems(conn: Any) -> list[str]:
+    """Full-text rows whose neighbour context is not the one a replay of the present rows gives."""
+    from projector.context import contexts_in_order
+
+    stored = dict(conn.execute("SELECT rowid, context FROM memory_fts"))
+    problems = []
+    for (project,) in conn.execute("SELECT DISTINCT project FROM memory WHERE present = 1").fetchall():
+        rows = conn.execute(
+            "SELECT rowid, content FROM memory WHERE project = ? AND present = 1 ORDER BY seq", (project,)
+        ).fetchall()
+        for (rowid, _content), want in zip(rows, contexts_in_order([r[1] for r in rows]), strict=True):
+            if stored.get(rowid) != want:
+                problems.append(f"context of row {rowid} is {stored.get(rowid)!r}, a replay gives {want!r}")
     return problems
 
 
