@@ -130,8 +130,11 @@ def test_search_finds_by_words_and_returns_scores(mcp: Session) -> None:
     mcp.ok("save_context", content="Lunch is at noon.")
     found = mcp.ok("search_contexts", query="webhooks retries")
     assert found["mode"] == "keyword" and "warning" in found  # MNEMOLOG_EMBEDDER=none
-    assert [r["id"] for r in found["results"]] == [target["id"]]
-    assert set(found["results"][0]) == MEMORY_KEYS | {"score"}
+    # The memory holding the words comes first; its neighbour may follow, found through the
+    # neighbour context of the keyword index (projector/context.py), with a lower score.
+    first, *rest = found["results"]
+    assert first["id"] == target["id"] and all(r["score"] < first["score"] for r in rest)
+    assert set(first) == MEMORY_KEYS | {"score"}
 
 
 def test_search_filters_by_tags_importance_and_time(mcp: Session, home: Path) -> None:
