@@ -25,6 +25,7 @@ class BackgroundIndexer:
         self._pending: dict[str, None] = {}  # an ordered set: first written, first indexed
         self._wakeup = threading.Condition()
         self._closing = False
+        self._busy = False  # a catch-up is running
         self._thread: threading.Thread | None = None
 
     def submit(self, project: str) -> None:
@@ -33,10 +34,15 @@ class BackgroundIndexer:
             if self._closing:  # the log holds the write; the next reader indexes it
                 return
             self._pending[project] = None
+            self._wakeup.notify_all()
             if self._thread is None:  # started on first use: a server that never writes has none
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._wakeup.notify()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is pending or running; False if that took over ``timeout`` s."""
+        with self._wakeup:
+            return self._wakeup.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def close(self, timeout: float) -> bool:
         """Index what is pending, then stop; False if that took longer than ``timeout`` s.
@@ -47,7 +53,7 @@ class BackgroundIndexer:
         already holds every acknowledged write, so nothing is lost, only work deferred."""
         with self._wakeup:
             self._closing = True
-            self._wakeup.notify()
+            self._wakeup.notify_all()
             thread = self._thread
         if thread is None:
             return True
@@ -60,6 +66,10 @@ class BackgroundIndexer:
                 self._catch_up(project)
             except Exception:  # never let one failure stop the thread: later writes need it
                 logger.warning("background indexing of project %r failed", project, exc_info=True)
+            finally:
+                with self._wakeup:
+                    self._busy = False
+                    self._wakeup.notify_all()
 
     def _next(self) -> str | None:
         """The next project to index, waiting for one; None once closing and drained."""
@@ -70,4 +80,5 @@ class BackgroundIndexer:
                 return None
             project = next(iter(self._pending))
             del self._pending[project]
+            self._busy = True
             return project

@@ -181,6 +181,11 @@ class MemoryService:
                 self._index = None
         self.log.close()
 
+    def wait_indexed(self, timeout: float = INDEXER_CLOSE_TIMEOUT) -> bool:
+        """Wait until the background indexer has indexed every write so far (for tests and
+        benchmarks: reads never need this, they catch up themselves); False on timeout."""
+        return self._indexer is None or self._indexer.wait_idle(timeout)
+
     def resolve_project(self, project: str | None) -> str:
         """The argument, else the configured project (``MNEMOLOG_PROJECT``, else ``general``)."""
         if project is None or (isinstance(project, str) and project.strip() == ""):
