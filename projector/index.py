@@ -181,8 +181,8 @@ class Index:
         """Embed the memories of ``saves`` into the embedding cache now, outside the index
         lock: the projection of them runs under that store-wide lock, where every other server
         waits, and then only reads the cache. Best effort: without a working
-        model this does nothing and the catch-up decides what happens. (No ``_mutex``: the
-        embedder and its cache are thread-safe, and a background catch-up may hold it.)"""
+        model this does nothing and the catch-up decides what happens. (Takes no ``_mutex``
+        itself: the embedder and its cache are thread-safe; ``catch_up`` calls it under it.)"""
         from .runner import embedding_text
 
         if saves:
