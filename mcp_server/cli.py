@@ -200,7 +200,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             )
     from .app import build_server, run_http, run_stdio
 
-    service = MemoryService(settings, client="mnemolog-mcp", watch=True)
+    service = MemoryService(settings, client="mnemolog-mcp", watch=True, index_in_background=True)
     server = build_server(service)
     if args.http:
         host = args.host.strip("[]")

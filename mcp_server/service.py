@@ -1,11 +1,17 @@
 """What the tools do, shared by the MCP server and the command line. No ``mcp`` import here.
 
-Writes go to the event log (files, or Redis: see ``open_event_log``), then the index catches
-up with that project, so the next query from any process sees them. The index (and with it SQLite, numpy and the embedding model) is
-opened on first use only: listing the tools costs nothing.
+Writes go to the event log (files, or Redis: see ``open_event_log``) and are acknowledged
+once the log holds them durably. Every read catches the index up from the log first, so the
+next query from any process sees a write however far its indexing has got. Indexing a write
+(embedding it, projecting it into SQLite) happens right after the append in a short-lived
+process (the command line: a user expects the command to have done its work when it exits),
+or on a background thread in the server (``index_in_background``: off the response path). The
+index (and with it SQLite, numpy and the embedding model) is opened on first use only:
+listing the tools costs nothing.
 
 Not thread-safe: one ``MemoryService`` is used by one thread at a time (the MCP server runs
-every call on a single worker thread, because SQLite connections belong to their thread).
+every call on a single worker thread). The background indexer only calls ``Index.catch_up``,
+which serialises itself with the index's own mutex.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from eventlog import EventLog, EventStore, MemorySaved, StoreError
 from eventlog.clock import next_stamp, parse_ts
 from eventlog.validate import validate_importance, validate_project, validate_tags
 
+from .indexer import BackgroundIndexer
 from .settings import Settings
 
 if TYPE_CHECKING:  # imported lazily at run time: they pull in SQLite, numpy and the model
@@ -32,6 +39,7 @@ if TYPE_CHECKING:  # imported lazily at run time: they pull in SQLite, numpy and
 logger = logging.getLogger(__name__)
 
 MIN_PREFIX = 6
+INDEXER_CLOSE_TIMEOUT = 10.0  # long enough for a first model load and a few catch-ups
 MAX_QUERY_CHARS = 2000
 MAX_SEARCH_LIMIT = 100
 MAX_LOAD_LIMIT = 100
@@ -120,12 +128,14 @@ class MemoryService:
         client: str | None = None,
         watch: bool = False,
         index: Index | None = None,
+        index_in_background: bool = False,
     ) -> None:
         self.settings = settings
         self.log = open_event_log(settings, client)
         self._watch = watch
         self._index = index
         self._index_lock = threading.Lock()
+        self._indexer = BackgroundIndexer(self._caught_up) if index_in_background else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -156,18 +166,38 @@ class MemoryService:
         return self._index is not None
 
     def close(self) -> None:
-        """Stop the watcher and close the index, if it was opened, and the log's connections."""
+        """Finish background indexing, stop the watcher, close the index (if it was opened)
+        and the log's connections."""
+        if self._indexer is not None and not self._indexer.close(INDEXER_CLOSE_TIMEOUT):
+            # Closing the index under a worker that still uses it could fail in odd ways; the
+            # process is ending, and the log holds every write.
+            logger.warning("background indexing did not finish within %g s; leaving it to the next reader",
+                           INDEXER_CLOSE_TIMEOUT)
+            self.log.close()
+            return
         with self._index_lock:
             if self._index is not None:
                 self._index.close()
                 self._index = None
         self.log.close()
 
+    def wait_indexed(self, timeout: float = INDEXER_CLOSE_TIMEOUT) -> bool:
+        """Wait until the background indexer has indexed every write so far (for tests and
+        benchmarks: reads never need this, they catch up themselves); False on timeout."""
+        return self._indexer is None or self._indexer.wait_idle(timeout)
+
     def resolve_project(self, project: str | None) -> str:
         """The argument, else the configured project (``MNEMOLOG_PROJECT``, else ``general``)."""
         if project is None or (isinstance(project, str) and project.strip() == ""):
             return self.settings.project
         return validate_project(project.strip() if isinstance(project, str) else project)
+
+    def _written(self, project: str) -> None:
+        """A write to ``project`` is in the log: index it now, or hand it to the background."""
+        if self._indexer is not None:
+            self._indexer.submit(project)
+        else:
+            self._caught_up(project)
 
     def _caught_up(self, project: str) -> None:
         """Bring the index up to date with ``project`` after a write; the write is already safe."""
@@ -202,9 +232,8 @@ class MemoryService:
         last_change = existing.updated_at if existing else self.index.last_change(project, event.memory_id)
         if last_change is not None:  # present, or forgotten by a writer whose clock runs ahead
             event = _after(event, last_change)
-        self.index.prepare([event])  # the model runs here, not under the index lock
         self.log.append(project, [event])
-        self._caught_up(project)
+        self._written(project)
         return Saved(event.memory_id, project, created=existing is None)
 
     def update(
@@ -233,9 +262,8 @@ class MemoryService:
         )
         if new.memory_id == old.id and _same_attributes(old, new):
             return Updated(old.id, project, old.id, changed=False)
-        self.index.prepare([new])
         self.log.replace(project, old.id, _after(new, old.updated_at))
-        self._caught_up(project)
+        self._written(project)
         return Updated(new.memory_id, project, old.id, changed=True)
 
     def forget(self, context_id: str, *, project: str | None = None) -> Forgotten:
@@ -243,7 +271,7 @@ class MemoryService:
         project = self.resolve_project(project)
         memory = self._find(project, context_id)
         self.log.forget(project, memory.id, not_before_ts=memory.updated_at)
-        self._caught_up(project)
+        self._written(project)
         return Forgotten(memory.id, project)
 
     def _existing(self, project: str, memory_id: str) -> Memory | None:

@@ -4,6 +4,7 @@ from a missing or corrupt ``index.db`` by rebuilding it from the logs. The logs 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from .model import Hit, Memory, ProjectInfo, SearchResult, TagCount, VerifyRepor
 from .hybrid import SearchTuning
 from .runner import Projection
 from .schema import SCHEMA_VERSION, TABLES
-from .tracking import is_pending, read_tracking
+from .tracking import Tracking, is_pending, read_tracking
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_LOCK_TIMEOUT = 120.0
 EMBED_RETRY_SECONDS = 30.0
+EMBED_AHEAD_LINES = 512
 MAX_LIMIT = 100
 MIN_PREFIX = 6
 
@@ -176,11 +178,11 @@ class Index:
         return [row.astype("float32").tobytes() for row in vectors]
 
     def prepare(self, saves: Sequence[MemorySaved]) -> None:
-        """Embed the memories of ``saves`` into the embedding cache now, before they are
-        appended: the catch-up that follows runs under the store-wide index lock, where every
-        other server waits, and then only reads the cache. Best effort: without a working
-        model this does nothing and the catch-up decides what happens. (No ``_mutex``: the
-        embedder and its cache are thread-safe, and a background catch-up may hold it.)"""
+        """Embed the memories of ``saves`` into the embedding cache now, outside the index
+        lock: the projection of them runs under that store-wide lock, where every other server
+        waits, and then only reads the cache. Best effort: without a working
+        model this does nothing and the catch-up decides what happens. (Takes no ``_mutex``
+        itself: the embedder and its cache are thread-safe; ``catch_up`` calls it under it.)"""
         from .runner import embedding_text
 
         if saves:
@@ -206,11 +208,31 @@ class Index:
             needs_vectors = self._vectors_stale(conn)
             if not pending and not needs_vectors:
                 return 0
+            self._embed_ahead(conn, pending)
             with self._index_lock():
                 conn = self._connection()
                 self._sync_vectors(conn)
                 projection = self._projection(conn)
                 return sum(projection.project_log(p) for p in pending)
+
+    def _embed_ahead(self, conn: Any, projects: Sequence[str]) -> None:
+        """Embed the saves the logs hold beyond the index into the embedding cache before the
+        store-wide index lock is taken: every other server waits on that lock, so the model
+        should not run under it; the projection then reads the cache. Best effort, and at
+        most ``EMBED_AHEAD_LINES`` per project (a long tail is embedded under the lock as
+        before). Under ``_mutex``, so a request thread waits for a background catch-up of the
+        same saves instead of embedding them a second time."""
+        if self._active_embedder() is None:
+            return
+        for project in projects:
+            t = read_tracking(conn, project) or Tracking(project)
+            try:
+                if t.stalled or self.log.is_rewritten(project, t.mark):
+                    continue  # the projection under the lock sorts these out
+                lines = itertools.islice(self.log.scan_after(project, t.mark), EMBED_AHEAD_LINES)
+                self.prepare([line.event for line in lines if isinstance(line.event, MemorySaved)])
+            except Exception as e:  # the projection reads and embeds again, and reports errors
+                logger.debug("embedding ahead of project %r failed: %s", project, e)
 
     def _known_projects(self, conn: Any) -> list[str]:
         tracked = [r[0] for r in conn.execute("SELECT project FROM tracking")]

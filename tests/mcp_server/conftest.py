@@ -67,7 +67,7 @@ def connect(home: Path) -> Iterator[Callable[..., Session]]:
 
         def _connect(**env: str) -> Session:
             settings = load_settings({"MNEMOLOG_HOME": str(home), "MNEMOLOG_EMBEDDER": "none", **env})
-            service = MemoryService(settings, client="pytest")
+            service = MemoryService(settings, client="pytest", index_in_background=True)  # as `serve` does
             server = build_server(service)
             stack.callback(shutdown_server, server)
             portal = stack.enter_context(start_blocking_portal())

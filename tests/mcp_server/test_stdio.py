@@ -115,6 +115,10 @@ def test_end_to_end_search_by_meaning_with_the_real_model(home: Path, env_for: E
         "The invoices table is partitioned by month.",
         "Our cat is called Miso.",
     ]
+    later = [  # (a fact, a question sharing none of its words)
+        ("Bob is allergic to peanuts.", "which food makes him sick?"),
+        ("The staging database lives in Frankfurt.", "where is the test DB hosted, geographically?"),
+    ]
 
     async def main() -> dict[str, Any]:
         async with Client(stdio_params(env)) as client:
@@ -125,9 +129,73 @@ def test_end_to_end_search_by_meaning_with_the_real_model(home: Path, env_for: E
                                                                 "limit": 2})
             assert not result.is_error, result.content
             assert isinstance(result.structured_content, dict)
+            # Read-your-writes with the vector: each save is answered before the background
+            # indexer embeds it, and a search right after finds it by meaning alone.
+            for fact, paraphrase in later:
+                saved = await client.call_tool("save_context", {"content": fact})
+                again = await client.call_tool("search_contexts", {"query": paraphrase, "limit": 1})
+                assert isinstance(saved.structured_content, dict) and isinstance(again.structured_content, dict)
+                assert [r["id"] for r in again.structured_content["results"]] == [saved.structured_content["id"]], \
+                    (paraphrase, again.structured_content)
             return result.structured_content
 
     found = anyio.run(main)
     assert found["mode"] == "hybrid" and found.get("warning") is None
     assert found["results"][0]["content"] == facts[0]
     assert (home / "cache").exists()  # the embeddings were cached for rebuilds
+
+
+def exchange(env: dict[str, str], requests: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], str]:
+    """Send raw JSON-RPC ``requests`` to a server, each after the answer to the one before;
+    return the answers by id and the server's stderr. Every stdout line must be a message."""
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_server", "serve"], cwd=REPO_ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    responses: dict[int, dict[str, Any]] = {}
+    try:
+        for request in requests:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            while "id" in request and request["id"] not in responses:
+                line = proc.stdout.readline()
+                assert line, "server closed stdout early"
+                message = json.loads(line)  # anything but a JSON-RPC message fails here
+                assert message["jsonrpc"] == "2.0"
+                if "id" in message:
+                    responses[message["id"]] = message
+        proc.stdin.close()
+        rest, err = proc.stdout.read(), proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for line in rest.splitlines():
+        assert json.loads(line)["jsonrpc"] == "2.0"
+    return responses, err
+
+
+def test_saves_survive_a_model_that_cannot_run_and_only_stderr_hears_of_it(home: Path, env_for: Env) -> None:
+    """The background indexer's model is unreachable: every save is still acknowledged, in the
+    log and found (by keyword, saying so); the failure is logged to stderr, stdout stays
+    protocol-only."""
+    env = env_for(home, MNEMOLOG_EMBEDDER="http", MNEMOLOG_EMBED_URL="http://127.0.0.1:9/v1",
+                  MNEMOLOG_EMBED_MODEL="nowhere", MNEMOLOG_EMBED_DIM="8")
+    facts = [f"Background fact {n} about the quokka{n} migration." for n in range(4)]
+    requests: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        *({"jsonrpc": "2.0", "id": 10 + n, "method": "tools/call", "params": {
+            "name": "save_context", "arguments": {"content": fact}}} for n, fact in enumerate(facts)),
+        {"jsonrpc": "2.0", "id": 20, "method": "tools/call", "params": {
+            "name": "search_contexts", "arguments": {"query": "migration", "limit": 10}}},
+    ]
+    responses, err = exchange(env, requests)
+    saved = [responses[10 + n]["result"]["structuredContent"] for n in range(len(facts))]
+    assert all(s["created"] for s in saved)
+    found = responses[20]["result"]["structuredContent"]
+    assert found["mode"] == "keyword" and found["warning"]
+    assert {r["id"] for r in found["results"]} == {s["id"] for s in saved}
+    assert "embeddings unavailable" in err
+    logged = [json.loads(line)["content"] for line in (home / "logs" / "general.jsonl").read_text().splitlines()]
+    assert logged == facts

@@ -246,6 +246,7 @@ def test_unavailable_model_degrades_to_keyword_then_backfills(make_index, log, s
 def test_model_failing_in_the_middle_of_a_catch_up(make_index, log, store, monkeypatch):
     monkeypatch.setattr(projector.index, "EMBED_RETRY_SECONDS", 0.0)
     monkeypatch.setattr(runner, "BATCH_LINES", 64)
+    monkeypatch.setattr(projector.index, "EMBED_AHEAD_LINES", 0)  # the model fails under the lock, mid-projection
     model = FakeEmbedder()
     embed = model.embed
 
