@@ -73,10 +73,8 @@ def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes], seq: int)
             (*values, rowid),
         )
         _clear_derived(conn, rowid)
-    conn.execute(
-        "INSERT INTO memory_fts (rowid, content, tags) VALUES (?, ?, ?)",
-        (rowid, e.content, " ".join(e.tags)),
-    )
+    # The full-text row is written by context.refresh_fulltext once per batch, with the
+    # neighbour context only the whole batch can give.
     conn.executemany(
         "INSERT OR IGNORE INTO memory_tag (memory_rowid, project, tag) VALUES (?, ?, ?)",
         [(rowid, e.project, tag.lower()) for tag in e.tags],

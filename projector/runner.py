@@ -15,7 +15,7 @@ from typing import Any
 from eventlog import EventStore, LogLine, MemorySaved, UnsupportedEventVersion
 
 from .apply import apply_ops, delete_project, mark_vectors_incomplete, read_current
-from .context import refresh_contexts
+from .context import refresh_fulltext
 from .plan import SetCreated, plan_ops
 from .tracking import Tracking, read_tracking, write_tracking
 
@@ -109,7 +109,7 @@ class Projection:
                     if any(not isinstance(op, SetCreated) for op in ops):
                         changed.append(line.event.memory_id)
             # Once per batch, after its rows: a memory near several changes is rewritten once.
-            refresh_contexts(self.conn, t.project, changed)
+            refresh_fulltext(self.conn, t.project, changed)
             write_tracking(self.conn, t)
 
         self._transaction(write)

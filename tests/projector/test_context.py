@@ -7,11 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from _projector_support import derived_problems
 
 from eventlog import EventLog
 from projector import Index
-from projector.context import contexts_in_order, join_context, refresh_contexts
+from projector.context import contexts_in_order, join_context, refresh_fulltext, span_contexts, windows
 from projector.query import Filters, keyword_sql
 
 
@@ -97,7 +99,7 @@ def test_verify_reports_a_stale_context(log: EventLog, index: Index):
     report = index.verify()
     assert not report.ok
     assert any("stale neighbour context" in d for d in report.differences)
-    refresh_contexts(conn, "acme", [ids[1]])  # the rewrite a neighbour's change would do
+    refresh_fulltext(conn, "acme", [ids[1]])  # the rewrite a neighbour's change would do
     assert index.verify().ok
 
 
@@ -138,3 +140,29 @@ def test_search_scores_do_not_depend_on_which_projects_were_caught_up(log: Event
     everything.catch_up()  # both projects indexed before the search
     second = [(h.memory.id, h.score) for h in everything.search("database choice", project="acme").hits]
     assert first and first == second
+
+
+# -- spans: what a batch rewrites equals what a replay computes ------------------------------
+
+
+@given(
+    contents=st.lists(st.text(alphabet="abc", max_size=3), max_size=30),
+    bounds=st.tuples(st.integers(0, 29), st.integers(0, 29)),
+    radius=st.integers(1, 3),
+)
+def test_a_span_with_twice_the_radius_around_it_gives_the_replays_contexts(contents, bounds, radius):
+    rows = list(enumerate(contents))
+    first, last = sorted(b % max(1, len(rows)) for b in bounds)
+    before = rows[max(0, first - 2 * radius) : first]
+    inside, after = rows[first : last + 1], rows[last + 1 : last + 1 + 2 * radius]
+    replay = contexts_in_order(contents, radius)
+    got = span_contexts(before, inside, after, radius)
+    affected = range(max(0, first - radius), min(len(rows), last + 1 + radius))
+    assert set(got) == (set(affected) if inside else set(got))
+    assert all(got[i] == replay[i] for i in got)
+
+
+def test_windows_split_changes_far_apart():
+    assert windows([]) == []
+    assert windows([3, 5, 9], gap=4) == [(3, 9)]
+    assert windows([3, 5, 100, 101], gap=4) == [(3, 5), (100, 101)]
