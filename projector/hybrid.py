@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import boost_tagged, fts_match_expression, fuse_scores, keyword_terms, rank, smooth_with_neighbours
+from .search import boost_tagged, code_distance_caps, fts_match_expression, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
@@ -25,6 +25,7 @@ class SearchTuning:
     keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
+    oversample: int = 4  # binary-code candidates per vector candidate, re-scored exactly
 
 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> dict[int, float]:
@@ -35,10 +36,28 @@ def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
-def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int) -> dict[int, float]:
+def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int) -> list[int]:
+    """Up to ``pool`` row ids nearest by binary code. Capped distances first (cheap: vec0 selects
+    among the few codes under the cap), until a cap lets at least half the pool through."""
+    rowids: list[int] = []
+    for cap in code_distance_caps(len(vector) // 4):
+        sql, params = query.coarse_vector_sql(vector, filters, pool, cap)
+        rowids = [row[0] for row in conn.execute(sql, params)]
+        if len(rowids) >= pool // 2:
+            break
+    return rowids
+
+
+def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int, oversample: int) -> dict[int, float]:
+    """The ``depth`` nearest row ids with their exact cosine similarity: a coarse pass over
+    binary codes (every filter inside it) for ``depth x oversample`` candidates, re-scored on
+    their float embeddings."""
     if not has_vector_table(conn):
         return {}
-    sql, params = query.vector_sql(vector, filters, depth)
+    rowids = _coarse_vector_candidates(conn, vector, filters, depth * oversample)
+    if not rowids:
+        return {}
+    sql, params = query.rescore_sql(vector, rowids, depth)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
@@ -48,7 +67,7 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     depth = max(tuning.depth, limit * 5)
     keyword = _keyword_candidates(conn, text, filters, depth)
     vectors = index._embed([text])
-    vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth)
+    vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
     found = query.fetch_memories(conn, list(scores))
     scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, tuning.neighbour_weight)

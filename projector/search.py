@@ -33,6 +33,19 @@ def fts_match_expression(query: str) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
+# Caps on the hamming distance between binary codes, as shares of the code's bits, tried in turn
+# until one lets enough candidates through (None: no cap). Measured on 100k MiniLM memories: the
+# 100th nearest code lies at ~0.34 of the bits, the 400th at ~0.36, the 1000th at ~0.38; a
+# small store reaches the later rungs, where a scan costs next to nothing.
+CODE_DISTANCE_RUNGS = (0.333, 0.36, 0.385, 0.41, 0.437)
+
+
+def code_distance_caps(bits: int) -> list[int | None]:
+    """The hamming-distance caps for codes of ``bits`` bits, tightest first, then no cap."""
+    caps: list[int | None] = [round(share * bits) for share in CODE_DISTANCE_RUNGS]
+    return [*caps, None]
+
+
 def min_max(scores: Mapping[int, float]) -> dict[int, float]:
     """Scale scores to [0, 1] over the candidates; equal scores (one candidate) all become 1."""
     if not scores:

@@ -189,7 +189,7 @@ def test_new_index_is_private(make_index, log, store):
 
 def stored_vector(index: Index, memory_id: str) -> np.ndarray:
     row = index._connection().execute(
-        "SELECT v.embedding FROM memory_vec v JOIN memory m ON m.rowid = v.rowid WHERE m.memory_id = ?",
+        "SELECT v.vector FROM memory_embedding v JOIN memory m ON m.rowid = v.rowid WHERE m.memory_id = ?",
         (memory_id,),
     ).fetchone()
     return np.frombuffer(row[0], dtype=np.float32)
