@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import boost_tagged, code_distance_caps, fts_match_expression, fuse_scores, keyword_terms, rank, smooth_with_neighbours
+from .search import affordable_terms, boost_tagged, code_distance_caps, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
@@ -25,14 +25,18 @@ class SearchTuning:
     keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
+    keyword_budget: int = 3000  # rows bm25 may rank; the commonest query words go beyond it
     oversample: int = 4  # binary-code candidates per vector candidate, re-scored exactly
 
 
-def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int) -> dict[int, float]:
-    match = fts_match_expression(text)
-    if match is None:
+def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, budget: int) -> dict[int, float]:
+    terms = keyword_terms(text)
+    if len(terms) > 1:
+        counts = {t: conn.execute(*query.term_count_sql(fts_any_of([t]))).fetchone()[0] for t in terms}
+        terms = affordable_terms(counts, budget)
+    if not terms:
         return {}
-    sql, params = query.keyword_sql(match, filters, depth)
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
@@ -65,7 +69,7 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     tuning = index.tuning
     depth = max(tuning.depth, limit * 5)
-    keyword = _keyword_candidates(conn, text, filters, depth)
+    keyword = _keyword_candidates(conn, text, filters, depth, tuning.keyword_budget)
     vectors = index._embed([text])
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)

@@ -50,12 +50,13 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
 
 def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
     """Row ids matching ``match`` with their bm25 relevance (higher is better; content
-    weighted above tags)."""
+    weighted above tags). Ordered by FTS5's ``rank`` so that FTS5 sorts its matches itself and
+    the join to ``memory`` stops at ``depth`` rows that meet the filters."""
     where, params = filter_sql(f)
     sql = (
-        "SELECT memory_fts.rowid, -bm25(memory_fts, 1.0, 0.5) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
-        f"WHERE memory_fts MATCH ? AND m.present = 1 AND {where} "
-        "ORDER BY bm25(memory_fts, 1.0, 0.5) LIMIT ?"
+        "SELECT memory_fts.rowid, -memory_fts.rank FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        f"WHERE memory_fts MATCH ? AND memory_fts.rank MATCH 'bm25(1.0, 0.5)' AND m.present = 1 AND {where} "
+        "ORDER BY memory_fts.rank LIMIT ?"
     )
     return sql, [match, *params, depth]
 
@@ -69,6 +70,11 @@ def epoch_ms(iso: str) -> int:
         moment = moment.replace(tzinfo=UTC)
     micros = (moment - EPOCH) // timedelta(microseconds=1)
     return -(-micros // 1000)
+
+
+def term_count_sql(term_match: str) -> tuple[str, list[Any]]:
+    """How many rows (of every project) match ``term_match``: cheap, FTS5 counts without ranking."""
+    return "SELECT count(*) FROM memory_fts WHERE memory_fts MATCH ?", [term_match]
 
 
 def vector_filter_sql(f: Filters) -> tuple[str, list[Any]]:

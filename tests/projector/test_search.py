@@ -30,6 +30,7 @@ from projector.query import (
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
+    affordable_terms,
     boost_tagged,
     code_distance_caps,
     fts_match_expression,
@@ -196,6 +197,27 @@ def test_epoch_ms_keeps_the_time_filters_meaning(stored, bound):
     since = bound.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert (epoch_ms(created) >= epoch_ms(since)) == (stored >= bound)
     assert (epoch_ms(created) < epoch_ms(since)) == (stored < bound)
+
+
+def test_affordable_terms_keep_the_rarest_within_the_budget_in_query_order():
+    counts = {"service": 30_000, "terraform": 900, "billing": 1500, "choose": 5000}
+    assert affordable_terms(counts, 3000) == ["terraform", "billing"]
+    assert affordable_terms(counts, 100_000) == list(counts)
+    assert affordable_terms(counts, 10) == ["terraform"]  # the rarest one even over the budget
+    assert affordable_terms({"nothing": 0, "seen": 4}, 1) == ["seen"]
+    assert affordable_terms({"nothing": 0}, 100) == []
+
+
+@given(st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(0, 50), max_size=6), st.integers(0, 120))
+def test_affordable_terms_invariants(counts, budget):
+    kept = affordable_terms(counts, budget)
+    matching = [t for t, n in counts.items() if n > 0]
+    assert kept == [t for t in matching if t in kept]  # query order, only terms that match
+    assert bool(kept) == bool(matching)
+    if len(kept) > 1:
+        assert sum(counts[t] for t in kept) <= budget
+    dropped = set(matching) - set(kept)
+    assert all(counts[d] >= max(counts[k] for k in kept) for d in dropped)  # commonest go first
 
 
 def test_code_distance_caps_tighten_first_and_end_uncapped():
