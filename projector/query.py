@@ -139,6 +139,18 @@ def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, Mem
     return {row[0]: (row[1], row_to_memory(row[2:])) for row in rows}
 
 
+def fetch_positions_and_tags(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, tuple[str, ...]]]:
+    """Of the present memories among ``rowids``: position (``seq``) and tags, all that ranking
+    needs (whole rows are read only for the few results)."""
+    if not rowids:
+        return {}
+    rows = conn.execute(
+        "SELECT rowid, seq, tags FROM memory WHERE present = 1 AND rowid IN (SELECT value FROM json_each(?))",
+        (orjson.dumps(list(rowids)).decode(),),
+    )
+    return {row[0]: (row[1], tuple(orjson.loads(row[2] or "[]"))) for row in rows}
+
+
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:
     """The start-of-session context: most important first, then most recent."""
     where, params = filter_sql(f)

@@ -162,7 +162,8 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         keyword = timed("keyword candidates (FTS5 bm25)", lambda: _keyword_step(hybrid, conn, q, filters, depth, tuning))
         vectors = timed("query embedding (cache lookup + model + cache write)", lambda: index._embed([q]))
         vector = timed("vector candidates (vec0 KNN)", lambda: _vector_step(hybrid, conn, vectors[0], filters, depth, tuning))
-        timed("fetch candidate rows", lambda: query.fetch_memories(conn, list(keyword.keys() | vector.keys())))
+        fetch = getattr(query, "fetch_positions_and_tags", query.fetch_memories)  # since schema 3: ranking fields only
+        timed("fetch candidate rows", lambda: fetch(conn, list(keyword.keys() | vector.keys())))
         timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
     index.close()
     return {name: statistics.median(values) for name, values in steps.items()}
