@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from .plan import Current, Op, SetCreated, Tombstone, UpsertMemory
+from .query import epoch_ms
 from .schema import vector_table_sql
 
 
@@ -38,18 +39,22 @@ def _clear_derived(conn: Any, rowid: int) -> None:
     # vec0 and FTS5 have no UPSERT: delete, then insert again.
     conn.execute("DELETE FROM memory_fts WHERE rowid = ?", (rowid,))
     conn.execute("DELETE FROM memory_tag WHERE memory_rowid = ?", (rowid,))
+    conn.execute("DELETE FROM memory_embedding WHERE rowid = ?", (rowid,))
     if has_vector_table(conn):
         conn.execute("DELETE FROM memory_vec WHERE rowid = ?", (rowid,))
 
 
 def insert_vector(conn: Any, rowid: int, project: str, vector: bytes, importance: int, created_at: str) -> None:
-    """Store one embedding (float32 bytes), creating the vec0 table on first use."""
+    """Store one embedding (float32 bytes) and its binary code, creating the vec0 table (sized
+    by the first vector) on first use."""
     if not has_vector_table(conn):
         conn.execute(vector_table_sql(len(vector) // 4))
     conn.execute(
-        "INSERT INTO memory_vec (rowid, project, embedding, importance, created_at) VALUES (?, ?, ?, ?, ?)",
-        (rowid, project, vector, importance, created_at),
+        "INSERT INTO memory_vec (rowid, project, code, importance, created_ms)"
+        " VALUES (?, ?, vec_quantize_binary(vec_f32(?)), ?, ?)",
+        (rowid, project, vector, importance, epoch_ms(created_at)),
     )
+    conn.execute("INSERT INTO memory_embedding (rowid, vector) VALUES (?, ?)", (rowid, vector))
 
 
 def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes], seq: int) -> None:
@@ -106,13 +111,7 @@ def _set_created(conn: Any, op: SetCreated) -> None:
     rowid = _rowid(conn, op.project, op.memory_id)
     conn.execute("UPDATE memory SET created_at = ? WHERE rowid = ?", (op.created_at, rowid))
     if rowid is not None and has_vector_table(conn):
-        # vec0 metadata is rewritten the same way as everything else in it: delete, insert.
-        row = conn.execute(
-            "SELECT embedding, importance FROM memory_vec WHERE rowid = ?", (rowid,)
-        ).fetchone()
-        if row is not None:
-            conn.execute("DELETE FROM memory_vec WHERE rowid = ?", (rowid,))
-            insert_vector(conn, rowid, op.project, row[0], row[1], op.created_at)
+        conn.execute("UPDATE memory_vec SET created_ms = ? WHERE rowid = ?", (epoch_ms(op.created_at), rowid))
 
 
 def apply_ops(conn: Any, ops: Iterable[Op], vectors: Mapping[str, bytes], seq: int = 0) -> None:

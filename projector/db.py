@@ -14,6 +14,7 @@ from typing import Any
 from .errors import SQLiteUnavailable
 
 BUSY_TIMEOUT_MS = 60_000
+PAGE_CACHE_KIB = 2000
 
 _driver: ModuleType | None = None
 
@@ -73,6 +74,12 @@ def connect(path: Path | str, *, wal: bool = True) -> Any:
     sqlite_vec.load(conn)
     conn.enable_load_extension(False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # SQLite's share of a server's memory stays small: a 2 MB page cache (the usual default, set
+    # here so another driver build cannot change it) and no mmap, whose touched file pages would
+    # count as resident. Searching 100k memories measured no faster with 16 MB (the hot pages
+    # stay in the OS cache either way).
+    conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+    conn.execute("PRAGMA mmap_size = 0")
     if wal:
         conn.execute("PRAGMA journal_mode = WAL")
         # With WAL, NORMAL keeps the index consistent after a crash; the logs are the

@@ -1,6 +1,10 @@
 """Hybrid search: keyword (bm25) and vector (cosine) candidates, each generated with every
 filter applied inside its query, then fused by scaled score, smoothed with the memories
-saved next to them, and boosted where the query names a memory's tag."""
+saved next to them, and boosted where the query names a memory's tag.
+
+Both sides are bounded so that a search stays cheap at 100k memories: vector candidates come
+from binary codes (a linear scan of 48 bytes a memory, not 1,536) re-scored exactly, and bm25
+ranks at most ``keyword_budget`` rows."""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import boost_tagged, fts_match_expression, fuse_scores, keyword_terms, rank, smooth_with_neighbours
+from .search import affordable_terms, boost_tagged, code_distance_caps, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
+
+
+CAP_GROWTH = 4  # codes let through by one distance cap over the one before (measured, MiniLM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,22 +33,46 @@ class SearchTuning:
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
     context_weight: float = 0.5  # bm25 weight of the neighbours' text (own content: 1.0)
+    keyword_budget: int = 3000  # rows bm25 may rank; the commonest query words go beyond it
+    oversample: int = 4  # binary-code candidates per vector candidate, re-scored exactly
 
 
-def _keyword_candidates(
-    conn: Any, text: str, filters: query.Filters, depth: int, context_weight: float
-) -> dict[int, float]:
-    match = fts_match_expression(text)
-    if match is None:
+def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> dict[int, float]:
+    """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget."""
+    terms = keyword_terms(text)
+    if len(terms) > 1:
+        counts = {t: conn.execute(*query.term_count_sql(fts_any_of([t]))).fetchone()[0] for t in terms}
+        terms = affordable_terms(counts, tuning.keyword_budget)
+    if not terms:
         return {}
-    sql, params = query.keyword_sql(match, filters, depth, context_weight)
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, tuning.context_weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
-def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int) -> dict[int, float]:
+def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int) -> list[int]:
+    """Up to ``pool`` row ids nearest by binary code. Capped distances first (cheap: vec0 selects
+    among the few codes under the cap), until a cap lets at least half the pool through; a cap
+    that let through less than a quarter of that skips the next one (each lets ~4x more in)."""
+    caps, need = code_distance_caps(len(vector) // 4), max(pool // 2, 1)
+    step = 0
+    while True:
+        sql, params = query.coarse_vector_sql(vector, filters, pool, caps[step])
+        rowids = [row[0] for row in conn.execute(sql, params)]
+        if len(rowids) >= need or caps[step] is None:
+            return rowids
+        step = min(step + (2 if len(rowids) * CAP_GROWTH < need else 1), len(caps) - 1)
+
+
+def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: int, oversample: int) -> dict[int, float]:
+    """The ``depth`` nearest row ids with their exact cosine similarity: a coarse pass over
+    binary codes (every filter inside it) for ``depth x oversample`` candidates, re-scored on
+    their float embeddings."""
     if not has_vector_table(conn):
         return {}
-    sql, params = query.vector_sql(vector, filters, depth)
+    rowids = _coarse_vector_candidates(conn, vector, filters, depth * oversample)
+    if not rowids:
+        return {}
+    sql, params = query.rescore_sql(vector, rowids, depth)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
@@ -49,14 +80,17 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     tuning = index.tuning
     depth = max(tuning.depth, limit * 5)
-    keyword = _keyword_candidates(conn, text, filters, depth, tuning.context_weight)
+    keyword = _keyword_candidates(conn, text, filters, depth, tuning)
     vectors = index._embed([text])
-    vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth)
+    vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
-    found = query.fetch_memories(conn, list(scores))
+    found = query.fetch_positions_and_tags(conn, list(scores))
+    scores = {rowid: score for rowid, score in scores.items() if rowid in found}
     scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, tuning.neighbour_weight)
-    scores = boost_tagged(scores, {r: m.tags for r, (_, m) in found.items()}, keyword_terms(text), tuning.tag_boost)
-    hits = [Hit(found[rowid][1], round(score, 6)) for rowid, score in rank(scores, limit) if rowid in found]
+    scores = boost_tagged(scores, {r: tags for r, (_, tags) in found.items()}, keyword_terms(text), tuning.tag_boost)
+    best = rank(scores, limit)
+    memories = query.fetch_memories(conn, [rowid for rowid, _ in best])
+    hits = [Hit(memories[rowid][1], round(score, 6)) for rowid, score in best if rowid in memories]
     warning = None if vectors is not None else _keyword_reason(index)
     stalled = conn.execute(
         "SELECT stalled FROM tracking WHERE project = ? AND stalled IS NOT NULL", (filters.project,)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from .model import Memory, ProjectInfo, TagCount
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MEMORY_COLUMNS = "m.memory_id, m.project, m.content, m.tags, m.importance, m.kind, m.created_at, m.updated_at, m.meta"
 
 
@@ -49,35 +51,75 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
 def keyword_sql(match: str, f: Filters, depth: int, context_weight: float = 0.5) -> tuple[str, list[Any]]:
     """Row ids matching ``match`` with their bm25 relevance (higher is better; content
     weighted above tags and the neighbours' context; a context weight of 0 leaves the
-    context out of matching too)."""
+    context out of matching too). Ordered by FTS5's ``rank`` so that FTS5 sorts its matches
+    itself and the join to ``memory`` stops at ``depth`` rows that meet the filters."""
     where, params = filter_sql(f)
     if context_weight == 0:
         match = "{content tags} : (" + match + ")"
     weights = f"1.0, 0.5, {float(context_weight)!r}"
     sql = (
-        f"SELECT memory_fts.rowid, -bm25(memory_fts, {weights}) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
-        f"WHERE memory_fts MATCH ? AND m.present = 1 AND {where} "
-        f"ORDER BY bm25(memory_fts, {weights}) LIMIT ?"
+        "SELECT memory_fts.rowid, -memory_fts.rank FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        f"WHERE memory_fts MATCH ? AND memory_fts.rank MATCH 'bm25({weights})' AND m.present = 1 AND {where} "
+        "ORDER BY memory_fts.rank LIMIT ?"
     )
     return sql, [match, *params, depth]
 
 
-def vector_sql(vector: bytes, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Nearest row ids with their cosine similarity. Without tags, vec0's KNN filters its partition
-    and metadata columns; tags live outside vec0, so then the tagged rows are scanned."""
-    if not f.tags:
-        where, params = filter_sql(Filters(f.project, (), f.min_importance, f.since, f.until), "memory_vec")
-        sql = (
-            "SELECT rowid, 1.0 - distance FROM memory_vec "
-            f"WHERE embedding MATCH ? AND k = ? AND {where} ORDER BY distance"
-        )
-        return sql, [vector, depth, *params]
-    where, params = filter_sql(f, "v")
+def epoch_ms(iso: str) -> int:
+    """Milliseconds since the epoch of an ISO-8601 timestamp (UTC unless it names an offset),
+    rounded up: for a whole number of milliseconds ``x``, ``x >= t`` iff ``x >= ceil(t)`` (and so
+    for ``<``), so comparing ``epoch_ms`` values gives what comparing the ISO texts did."""
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)
+
+
+def term_count_sql(term_match: str) -> tuple[str, list[Any]]:
+    """How many rows (of every project) match ``term_match``: cheap, FTS5 counts without ranking."""
+    return "SELECT count(*) FROM memory_fts WHERE memory_fts MATCH ?", [term_match]
+
+
+def vector_filter_sql(f: Filters) -> tuple[str, list[Any]]:
+    """``f`` as conditions on ``memory_vec``'s partition key and metadata columns; tags, which
+    live outside vec0, as a ``rowid IN`` set that vec0 also applies inside its scan."""
+    clauses, params = ["project = ?"], list[Any]([f.project])
+    if f.min_importance is not None:
+        clauses.append("importance >= ?")
+        params.append(f.min_importance)
+    if f.since is not None:
+        clauses.append("created_ms >= ?")
+        params.append(epoch_ms(f.since))
+    if f.until is not None:
+        clauses.append("created_ms < ?")
+        params.append(epoch_ms(f.until))
+    if f.tags:
+        marks = ", ".join("?" for _ in f.tags)
+        clauses.append(f"rowid IN (SELECT memory_rowid FROM memory_tag WHERE project = ? AND tag IN ({marks}))")
+        params.extend([f.project, *(t.lower() for t in f.tags)])
+    return " AND ".join(clauses), params
+
+
+def coarse_vector_sql(vector: bytes, f: Filters, pool: int, max_distance: int | None) -> tuple[str, list[Any]]:
+    """Row ids of the ``pool`` binary codes nearest (hamming) to ``vector``'s code, every filter
+    inside vec0's KNN. ``max_distance`` caps the distance: vec0 then drops far codes before its
+    top-k selection, whose cost grows with k x rows scanned (k = 400 over 100k codes: ~40 ms
+    without a cap, ~7 ms with one that lets ~400 through)."""
+    where, params = vector_filter_sql(f)
+    cap = "" if max_distance is None else " AND distance <= ?"
+    sql = f"SELECT rowid FROM memory_vec WHERE code MATCH vec_quantize_binary(vec_f32(?)) AND k = ? AND {where}{cap}"
+    return sql, [vector, pool, *params, *([] if max_distance is None else [max_distance])]
+
+
+def rescore_sql(vector: bytes, rowids: Sequence[int], depth: int) -> tuple[str, list[Any]]:
+    """The ``depth`` rows of ``rowids`` most similar to ``vector`` by exact cosine on the float
+    embeddings, with that similarity (ties by row id)."""
     sql = (
-        "SELECT v.rowid, 1.0 - vec_distance_cosine(v.embedding, ?) AS similarity FROM memory_vec v "
-        f"WHERE {where} ORDER BY similarity DESC LIMIT ?"
+        "SELECT rowid, 1.0 - vec_distance_cosine(vector, ?) AS similarity FROM memory_embedding "
+        "WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY similarity DESC, rowid LIMIT ?"
     )
-    return sql, [vector, *params, depth]
+    return sql, [vector, orjson.dumps(list(rowids)).decode(), depth]
 
 
 def row_to_memory(row: Sequence[Any]) -> Memory:
@@ -99,6 +141,18 @@ def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, Mem
         list(rowids),
     )
     return {row[0]: (row[1], row_to_memory(row[2:])) for row in rows}
+
+
+def fetch_positions_and_tags(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, tuple[str, ...]]]:
+    """Of the present memories among ``rowids``: position (``seq``) and tags, all that ranking
+    needs (whole rows are read only for the few results)."""
+    if not rowids:
+        return {}
+    rows = conn.execute(
+        "SELECT rowid, seq, tags FROM memory WHERE present = 1 AND rowid IN (SELECT value FROM json_each(?))",
+        (orjson.dumps(list(rowids)).decode(),),
+    )
+    return {row[0]: (row[1], tuple(orjson.loads(row[2] or "[]"))) for row in rows}
 
 
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:

@@ -28,9 +28,43 @@ def keyword_terms(query: str) -> list[str]:
 def fts_match_expression(query: str) -> str | None:
     """An FTS5 MATCH expression: any of the query's words, each quoted (no syntax injection)."""
     terms = keyword_terms(query)
-    if not terms:
-        return None
+    return fts_any_of(terms) if terms else None
+
+
+def fts_any_of(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression for any of ``terms``, each quoted (no syntax injection)."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def affordable_terms(document_counts: Mapping[str, int], budget: int) -> list[str]:
+    """The rarest terms whose matches together stay within ``budget`` rows (at least the rarest
+    one that matches anything), in their query order; terms matching nothing are left out.
+
+    FTS5 computes bm25 for every row that matches before it can sort, ~1.5 us a row: an OR of a
+    word found in a third of the notebook costs more than everything else in a search. Such a
+    word has the lowest idf, so it adds least to the ranking it makes so costly."""
+    present = [t for t, n in document_counts.items() if n > 0]
+    by_rarity = sorted(present, key=lambda t: document_counts[t])  # stable: query order on ties
+    kept, total = set[str](), 0
+    for term in by_rarity:
+        if kept and total + document_counts[term] > budget:
+            break
+        kept.add(term)
+        total += document_counts[term]
+    return [t for t in present if t in kept]
+
+
+# Caps on the hamming distance between binary codes, as shares of the code's bits, tried in turn
+# until one lets enough candidates through (None: no cap). Measured on 100k MiniLM memories: the
+# 100th nearest code lies at ~0.34 of the bits, the 400th at ~0.36, the 1000th at ~0.38; a
+# small store reaches the later rungs, where a scan costs next to nothing.
+CODE_DISTANCE_RUNGS = (0.333, 0.36, 0.385, 0.41, 0.437)
+
+
+def code_distance_caps(bits: int) -> list[int | None]:
+    """The hamming-distance caps for codes of ``bits`` bits, tightest first, then no cap."""
+    caps: list[int | None] = [round(share * bits) for share in CODE_DISTANCE_RUNGS]
+    return [*caps, None]
 
 
 def min_max(scores: Mapping[int, float]) -> dict[int, float]:

@@ -14,8 +14,9 @@ BATCH = 256
 def backfill_vectors(conn: Any, embed: Callable[[Sequence[str]], list[bytes] | None], *, reset: bool) -> bool:
     """Embed present memories lacking a vector; ``reset`` drops all vectors first.
     Returns True if every present memory has a vector afterwards."""
-    if reset and has_vector_table(conn):
-        conn.execute("DROP TABLE memory_vec")
+    if reset:
+        conn.execute("DROP TABLE IF EXISTS memory_vec")  # its code width was the old model's dimension
+        conn.execute("DELETE FROM memory_embedding")
     while True:
         where = "m.present = 1"
         if has_vector_table(conn):

@@ -79,6 +79,8 @@ def _derived_differences(conn: Any, vectors_expected: bool) -> list[str]:
         checks["vectors of absent memories"] = "SELECT count(*) FROM memory_vec WHERE rowid NOT IN (SELECT rowid FROM memory WHERE present = 1)"
         if vectors_expected:
             checks["present memories without vector"] = "SELECT count(*) FROM memory WHERE present = 1 AND rowid NOT IN (SELECT rowid FROM memory_vec)"
+        checks["binary codes without float embedding"] = "SELECT count(*) FROM memory_vec WHERE rowid NOT IN (SELECT rowid FROM memory_embedding)"
+        checks["float embeddings without binary code"] = "SELECT count(*) FROM memory_embedding WHERE rowid NOT IN (SELECT rowid FROM memory_vec)"
     out = []
     for label, sql in checks.items():
         n = conn.execute(sql).fetchone()[0]

@@ -18,6 +18,7 @@ import orjson
 
 from eventlog import Event, EventLog, UnsupportedEventVersion, fold
 from projector.errors import EmbedderUnavailable
+from projector.query import epoch_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -143,14 +144,18 @@ def derived_problems(conn: Any, vectors_expected: bool) -> list[str]:
     if want_tags != got_tags:
         problems.append(f"tag rows differ: extra {got_tags - want_tags}, missing {want_tags - got_tags}")
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'memory_vec'").fetchone():
-        vec = {r[0]: r[1:] for r in conn.execute("SELECT rowid, project, importance, created_at FROM memory_vec")}
+        vec = {r[0]: r[1:] for r in conn.execute("SELECT rowid, project, importance, created_ms FROM memory_vec")}
         if not set(vec) <= set(present):
             problems.append(f"vectors of absent memories: {sorted(set(vec) - set(present))}")
         if vectors_expected and set(vec) != set(present):
             problems.append(f"present memories without a vector: {sorted(set(present) - set(vec))}")
-        for rowid, (project, importance, created_at) in vec.items():
-            if rowid in present and (project, importance, created_at) != (present[rowid][1], *present[rowid][4:]):
+        for rowid, (project, importance, created_ms) in vec.items():
+            memory = present.get(rowid)
+            if memory and (project, importance, created_ms) != (memory[1], memory[4], epoch_ms(memory[5])):
                 problems.append(f"vector metadata of row {rowid} differs from its memory")
+        floats = {r[0] for r in conn.execute("SELECT rowid FROM memory_embedding")}
+        if floats != set(vec):
+            problems.append(f"float embeddings {sorted(floats)} != binary codes {sorted(vec)}")
     elif vectors_expected and present:
         problems.append("no vector table although vectors are expected")
     return problems

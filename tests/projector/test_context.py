@@ -121,7 +121,7 @@ def test_context_weight_zero_leaves_the_context_out_of_matching(log: EventLog, i
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_keyword_sql_weights_the_context_column(weight: float):
     sql, params = keyword_sql('"x"', Filters("p"), 10, context_weight=weight)
-    assert f"bm25(memory_fts, 1.0, 0.5, {weight!r})" in sql
+    assert f"rank MATCH 'bm25(1.0, 0.5, {weight!r})'" in sql
     assert params[0] == ('{content tags} : ("x")' if weight == 0 else '"x"')
 
 

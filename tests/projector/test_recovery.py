@@ -109,6 +109,24 @@ def test_foreign_sqlite_file_and_other_schema_version_are_rebuilt(make_index, lo
     assert_correct(index, log)
 
 
+def test_index_of_schema_2_is_rebuilt_with_binary_codes(make_index, log, store, caplog):
+    """Schema 3 moved the float vectors out of vec0 beside binary codes: an index written by the
+    code before (version 2, no ``memory_embedding``) is rebuilt from the logs on open."""
+    first = make_index(FakeEmbedder())
+    first.catch_up()
+    first.close()
+    conn = sqlite3.connect(log.root / "index.db")  # the stdlib cannot load vec0, nor needs to here
+    conn.execute("DROP TABLE memory_embedding")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    index = make_index(FakeEmbedder())
+    result = index.search("memory 7: note about topic7 and item7", project="acme", limit=3)
+    assert result.mode == "hybrid" and result.hits[0].memory.id == store[7]
+    assert warnings_about(caplog, "schema version 2")
+    assert_correct(index, log, vectors=True)
+
+
 def test_deleted_index_is_rebuilt_on_next_query(make_index, log, store):
     first = make_index()
     first.catch_up()
@@ -189,7 +207,7 @@ def test_new_index_is_private(make_index, log, store):
 
 def stored_vector(index: Index, memory_id: str) -> np.ndarray:
     row = index._connection().execute(
-        "SELECT v.embedding FROM memory_vec v JOIN memory m ON m.rowid = v.rowid WHERE m.memory_id = ?",
+        "SELECT v.vector FROM memory_embedding v JOIN memory m ON m.rowid = v.rowid WHERE m.memory_id = ?",
         (memory_id,),
     ).fetchone()
     return np.frombuffer(row[0], dtype=np.float32)

@@ -7,6 +7,7 @@ import itertools
 import os
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,16 +19,20 @@ from eventlog import EventLog, MemorySaved, compute_memory_id, encode_event
 from projector import AmbiguousId, Index, InvalidQuery, MemoryNotFound, db
 from projector.query import (
     Filters,
+    coarse_vector_sql,
     context_sql,
     count_sql,
+    epoch_ms,
     filter_sql,
     keyword_sql,
     prefix_sql,
-    vector_sql,
+    rescore_sql,
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
+    affordable_terms,
     boost_tagged,
+    code_distance_caps,
     fts_match_expression,
     fuse_scores,
     keyword_terms,
@@ -155,18 +160,69 @@ def test_keyword_sql_filters_inside_the_candidate_query():
     assert params == ['"fox"', "acme", 3, "acme", "t", 50]
 
 
-def test_vector_sql_uses_knn_with_partition_and_metadata_without_tags():
-    sql, params = vector_sql(b"v", Filters("acme", (), 3, "s", "u"), 50)
-    assert "embedding MATCH ? AND k = ?" in sql
-    assert "memory_vec.project = ?" in sql and "memory_vec.importance >= ?" in sql
-    assert "memory_vec.created_at >= ?" in sql and "memory_vec.created_at < ?" in sql
-    assert params == [b"v", 50, "acme", 3, "s", "u"]
+def test_coarse_vector_sql_filters_inside_the_knn():
+    sql, params = coarse_vector_sql(b"v", Filters("acme", ("T",), 3, "1970-01-01T00:00:01.000Z", "1970-01-01T00:00:02.5Z"), 400, 140)
+    assert "code MATCH vec_quantize_binary(vec_f32(?)) AND k = ?" in sql
+    assert "project = ?" in sql and "importance >= ?" in sql
+    assert "created_ms >= ?" in sql and "created_ms < ?" in sql and sql.endswith("distance <= ?")
+    assert "rowid IN (SELECT memory_rowid FROM memory_tag WHERE project = ? AND tag IN (?))" in sql
+    assert params == [b"v", 400, "acme", 3, 1000, 2500, "acme", "t", 140]
+    sql, params = coarse_vector_sql(b"v", Filters("acme"), 400, None)
+    assert "distance" not in sql and params == [b"v", 400, "acme"]
 
 
-def test_vector_sql_with_tags_scans_only_tagged_rows():
-    sql, params = vector_sql(b"v", Filters("acme", ("T",)), 5)
-    assert "vec_distance_cosine" in sql and "tag IN (?)" in sql and "MATCH" not in sql
-    assert params == [b"v", "acme", "acme", "t", 5]  # the vector is bound first: it is in SELECT
+def test_rescore_sql_takes_the_candidates_as_one_json_list():
+    sql, params = rescore_sql(b"v", [3, 1, 2], 2)
+    assert "vec_distance_cosine(vector, ?)" in sql and "json_each(?)" in sql
+    assert params == [b"v", "[3,1,2]", 2]
+
+
+def test_epoch_ms_orders_as_the_iso_texts_do():
+    assert epoch_ms("1970-01-01T00:00:00.000Z") == 0
+    assert epoch_ms("2026-11-22T03:15:47.410Z") == 1795317347410
+    assert epoch_ms("2026-11-22T04:15:47.410+01:00") == 1795317347410
+    assert epoch_ms("1970-01-01T00:00:00.000100Z") == 1  # rounded up: x >= 0.1 ms iff x >= 1
+
+
+UTC_TIMES = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+
+
+@given(UTC_TIMES, UTC_TIMES)
+def test_epoch_ms_keeps_the_time_filters_meaning(stored, bound):
+    """A stored ``created_at`` (whole milliseconds, ``Z``) passes ``>= since`` and ``< until``
+    in integers exactly when its moment is at or after (before) the bound's, which may carry
+    microseconds."""
+    stored = stored.replace(microsecond=stored.microsecond // 1000 * 1000)
+    created = stored.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stored.microsecond // 1000:03d}Z"
+    since = bound.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert (epoch_ms(created) >= epoch_ms(since)) == (stored >= bound)
+    assert (epoch_ms(created) < epoch_ms(since)) == (stored < bound)
+
+
+def test_affordable_terms_keep_the_rarest_within_the_budget_in_query_order():
+    counts = {"service": 30_000, "terraform": 900, "billing": 1500, "choose": 5000}
+    assert affordable_terms(counts, 3000) == ["terraform", "billing"]
+    assert affordable_terms(counts, 100_000) == list(counts)
+    assert affordable_terms(counts, 10) == ["terraform"]  # the rarest one even over the budget
+    assert affordable_terms({"nothing": 0, "seen": 4}, 1) == ["seen"]
+    assert affordable_terms({"nothing": 0}, 100) == []
+
+
+@given(st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(0, 50), max_size=6), st.integers(0, 120))
+def test_affordable_terms_invariants(counts, budget):
+    kept = affordable_terms(counts, budget)
+    matching = [t for t, n in counts.items() if n > 0]
+    assert kept == [t for t in matching if t in kept]  # query order, only terms that match
+    assert bool(kept) == bool(matching)
+    if len(kept) > 1:
+        assert sum(counts[t] for t in kept) <= budget
+    dropped = set(matching) - set(kept)
+    assert all(counts[d] >= max(counts[k] for k in kept) for d in dropped)  # commonest go first
+
+
+def test_code_distance_caps_tighten_first_and_end_uncapped():
+    caps = code_distance_caps(384)
+    assert caps[-1] is None and caps[:-1] == sorted(caps[:-1]) and caps[0] == 128
 
 
 def test_prefix_context_and_count_builders():
@@ -181,13 +237,14 @@ def test_every_builder_is_valid_sql_on_the_schema():
     conn = db.connect(":memory:", wal=False)
     for statement in filter(str.strip, TABLES.split(";")):
         conn.execute(statement)
-    conn.execute(vector_table_sql(4))
+    conn.execute(vector_table_sql(8))
     full = Filters("acme", ("a", "b"), 3, "2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z")
-    vector = bytes(16)
+    vector = bytes(32)
     for sql, params in [
         keyword_sql('"fox"', full, 10),
-        vector_sql(vector, full, 10),
-        vector_sql(vector, replace(full, tags=()), 10),
+        coarse_vector_sql(vector, full, 10, 2),
+        coarse_vector_sql(vector, replace(full, tags=()), 10, None),
+        rescore_sql(vector, [1, 2], 10),
         context_sql(full, 10),
         count_sql(full),
         prefix_sql("acme", "abcdef"),
