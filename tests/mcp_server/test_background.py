@@ -149,7 +149,9 @@ def test_a_failing_model_loses_no_write_and_the_worker_keeps_going(
         ids = [service.save(f"Fact number {n} while the model is down.", project="acme").id for n in range(5)]
         found = service.search("model down", project="acme", limit=10)
     assert found.mode == "keyword" and found.warning
-    assert {m.id for m, _ in found.hits} == set(ids)
+    # the five facts hold the words; the fixture's early memory may follow through its
+    # neighbour context (it sits next to fact 0), ranked below them
+    assert {m.id for m, _ in found.hits[:5]} == set(ids)
     assert "embeddings unavailable" in caplog.text
     embedder.fail = False  # the model is back: later saves are embedded again
     later = service.save("A fact saved once the model is back.", project="acme")
