@@ -123,18 +123,6 @@ def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, s
     }
 
 
-def _keyword_step(hybrid: Any, conn: Any, q: str, filters: Any, depth: int, tuning: Any) -> Any:
-    if hasattr(tuning, "keyword_budget"):  # since the keyword budget (schema 3)
-        return hybrid._keyword_candidates(conn, q, filters, depth, tuning.keyword_budget)
-    return hybrid._keyword_candidates(conn, q, filters, depth)
-
-
-def _vector_step(hybrid: Any, conn: Any, vector: bytes, filters: Any, depth: int, tuning: Any) -> Any:
-    if hasattr(tuning, "oversample"):  # binary codes re-scored (schema 3)
-        return hybrid._vector_candidates(conn, vector, filters, depth, tuning.oversample)
-    return hybrid._vector_candidates(conn, vector, filters, depth)
-
-
 def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int) -> dict[str, Any]:
     """Where a hybrid search's time goes: each step of ``hybrid_search`` timed on its own
     (median ms over ``count`` queries not embedded before)."""
@@ -155,15 +143,14 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         steps.setdefault(name, []).append((time.perf_counter() - t) * 1000)
         return value
 
-    tuning = getattr(index, "tuning", None)  # SearchTuning since 38e5269, a constant before
-    depth = max(tuning.depth if tuning else getattr(hybrid, "CANDIDATE_DEPTH", 50), 10 * 5)
+    tuning = index.tuning
+    depth = max(tuning.depth, 10 * 5)
     for q in queries[1:]:
         timed("catch_up check (stat + meta)", lambda: index.catch_up(PROJECT))
-        keyword = timed("keyword candidates (FTS5 bm25)", lambda: _keyword_step(hybrid, conn, q, filters, depth, tuning))
+        keyword = timed("keyword candidates (FTS5 bm25)", lambda: hybrid._keyword_candidates(conn, q, filters, depth, tuning))
         vectors = timed("query embedding (cache lookup + model + cache write)", lambda: index._embed([q]))
-        vector = timed("vector candidates (vec0 KNN)", lambda: _vector_step(hybrid, conn, vectors[0], filters, depth, tuning))
-        fetch = getattr(query, "fetch_positions_and_tags", query.fetch_memories)  # since schema 3: ranking fields only
-        timed("fetch candidate rows", lambda: fetch(conn, list(keyword.keys() | vector.keys())))
+        vector = timed("vector candidates (vec0 KNN)", lambda: hybrid._vector_candidates(conn, vectors[0], filters, depth, tuning.oversample))
+        timed("fetch candidate ranking fields", lambda: query.fetch_positions_and_tags(conn, list(keyword.keys() | vector.keys())))
         timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
     index.close()
     return {name: statistics.median(values) for name, values in steps.items()}

@@ -53,6 +53,35 @@ def test_tools_list_is_answered_without_the_model_or_the_index(home: Path, env_f
     assert "projector.index" not in modules and "numpy" not in modules
 
 
+def exchange(env: dict[str, str], requests: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], str]:
+    """Send raw JSON-RPC ``requests`` to a server, each after the answer to the one before;
+    return the answers by id and the server's stderr. Every stdout line must be a message."""
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_server", "serve"], cwd=REPO_ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    responses: dict[int, dict[str, Any]] = {}
+    try:
+        for request in requests:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            while "id" in request and request["id"] not in responses:
+                line = proc.stdout.readline()
+                assert line, "server closed stdout early"
+                message = json.loads(line)  # anything but a JSON-RPC message fails here
+                assert message["jsonrpc"] == "2.0"
+                if "id" in message:
+                    responses[message["id"]] = message
+        proc.stdin.close()
+        rest, err = proc.stdout.read(), proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for line in rest.splitlines():
+        assert json.loads(line)["jsonrpc"] == "2.0"
+    return responses, err
+
+
 def test_stdout_carries_nothing_but_protocol(home: Path, env_for: Env) -> None:
     """Raw JSON-RPC over the pipes, with debug logging on: every stdout line is a message."""
     requests: list[dict[str, Any]] = [
@@ -68,33 +97,7 @@ def test_stdout_carries_nothing_but_protocol(home: Path, env_for: Env) -> None:
         {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
             "name": "search_contexts", "arguments": {"query": "raw pipes"}}},
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_server", "serve"], cwd=REPO_ROOT,
-        env=env_for(home, MNEMOLOG_LOG_LEVEL="DEBUG"),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    responses: dict[int, dict[str, Any]] = {}
-    try:
-        for request in requests:
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            if "id" in request:
-                while request["id"] not in responses:
-                    line = proc.stdout.readline()
-                    assert line, "server closed stdout early"
-                    message = json.loads(line)  # anything but a JSON-RPC message fails here
-                    assert message["jsonrpc"] == "2.0"
-                    if "id" in message:
-                        responses[message["id"]] = message
-        proc.stdin.close()
-        rest, err = proc.stdout.read(), proc.stderr.read() if proc.stderr else ""
-        assert proc.wait(timeout=30) == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    for line in rest.splitlines():
-        assert json.loads(line)["jsonrpc"] == "2.0"
+    responses, err = exchange(env_for(home, MNEMOLOG_LOG_LEVEL="DEBUG"), requests)
     assert responses[1]["result"]["serverInfo"]["name"] == "mnemolog"
     assert "load_contexts" in responses[1]["result"]["instructions"]
     assert len(responses[2]["result"]["tools"]) == 7
@@ -144,34 +147,6 @@ def test_end_to_end_search_by_meaning_with_the_real_model(home: Path, env_for: E
     assert found["results"][0]["content"] == facts[0]
     assert (home / "cache").exists()  # the embeddings were cached for rebuilds
 
-
-def exchange(env: dict[str, str], requests: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], str]:
-    """Send raw JSON-RPC ``requests`` to a server, each after the answer to the one before;
-    return the answers by id and the server's stderr. Every stdout line must be a message."""
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_server", "serve"], cwd=REPO_ROOT, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    responses: dict[int, dict[str, Any]] = {}
-    try:
-        for request in requests:
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            while "id" in request and request["id"] not in responses:
-                line = proc.stdout.readline()
-                assert line, "server closed stdout early"
-                message = json.loads(line)  # anything but a JSON-RPC message fails here
-                assert message["jsonrpc"] == "2.0"
-                if "id" in message:
-                    responses[message["id"]] = message
-        proc.stdin.close()
-        rest, err = proc.stdout.read(), proc.stderr.read()
-        assert proc.wait(timeout=60) == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    for line in rest.splitlines():
-        assert json.loads(line)["jsonrpc"] == "2.0"
-    return responses, err
 
 
 def test_saves_survive_a_model_that_cannot_run_and_only_stderr_hears_of_it(home: Path, env_for: Env) -> None:
