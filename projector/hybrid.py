@@ -8,6 +8,7 @@ ranks at most ``keyword_budget`` rows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +39,28 @@ class SearchTuning:
 
 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> dict[int, float]:
-    """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget."""
-    terms = keyword_terms(text)
-    if len(terms) > 1:
-        counts = {t: conn.execute(*query.term_count_sql(fts_any_of([t]))).fetchone()[0] for t in terms}
-        terms = affordable_terms(counts, tuning.keyword_budget)
+    """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget.
+    When even the rarest word is over the budget counting the neighbours' context (which holds
+    each memory's words four more times), only the memories' own words are matched."""
+    words, context_weight = keyword_terms(text), tuning.context_weight
+    if not words:
+        return {}
+    terms, over = _within_budget(conn, words, tuning.keyword_budget, lambda match: match)
+    if over and context_weight > 0:
+        terms, _ = _within_budget(conn, words, tuning.keyword_budget, query.own_words)
+        context_weight = 0.0
     if not terms:
         return {}
-    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, tuning.context_weight)
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, context_weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
+
+
+def _within_budget(conn: Any, terms: list[str], budget: int, scope: Callable[[str], str]) -> tuple[list[str], bool]:
+    """The terms to rank (``affordable_terms`` of their row counts within ``scope``), and
+    whether they still match more rows than ``budget``."""
+    counts = {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])))).fetchone()[0] for t in terms}
+    kept = affordable_terms(counts, budget)
+    return kept, sum(counts[t] for t in kept) > budget
 
 
 def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int) -> list[int]:

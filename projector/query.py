@@ -55,7 +55,7 @@ def keyword_sql(match: str, f: Filters, depth: int, context_weight: float = 0.5)
     itself and the join to ``memory`` stops at ``depth`` rows that meet the filters."""
     where, params = filter_sql(f)
     if context_weight == 0:
-        match = "{content tags} : (" + match + ")"
+        match = own_words(match)
     weights = f"1.0, 0.5, {float(context_weight)!r}"
     sql = (
         "SELECT memory_fts.rowid, -memory_fts.rank FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
@@ -74,6 +74,11 @@ def epoch_ms(iso: str) -> int:
         moment = moment.replace(tzinfo=UTC)
     micros = (moment - EPOCH) // timedelta(microseconds=1)
     return -(-micros // 1000)
+
+
+def own_words(match: str) -> str:
+    """``match`` restricted to a memory's own content and tags (not its neighbours' context)."""
+    return "{content tags} : (" + match + ")"
 
 
 def term_count_sql(term_match: str) -> tuple[str, list[Any]]:

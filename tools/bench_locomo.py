@@ -98,6 +98,11 @@ ABLATIONS: dict[str, dict[str, float]] = {
     "keyword weight 0.3": {"keyword_weight": 0.3},
     "keyword weight 0.7": {"keyword_weight": 0.7},
     "candidate depth 50": {"depth": 50},
+    "candidate depth 200": {"depth": 200},
+    "neighbour weight 0.2": {"neighbour_weight": 0.2},
+    "neighbour weight 0.4": {"neighbour_weight": 0.4},
+    "context weight 0.3": {"context_weight": 0.3},
+    "context weight 0.7": {"context_weight": 0.7},
 }
 
 

@@ -118,6 +118,16 @@ def test_context_weight_zero_leaves_the_context_out_of_matching(log: EventLog, i
     assert [h.memory.id for h in index.search("billing Frankfurt", project="acme").hits] == ids[:1]
 
 
+def test_a_word_over_the_budget_with_the_context_is_matched_in_the_memories_own_words(log: EventLog, index: Index):
+    ids = save_all(log, index, ["billing moved to Frankfurt", "yes, that one was slow", "lunch", "billing is monthly"])
+    everywhere = {h.memory.id for h in index.search("billing", project="acme").hits}
+    assert everywhere == set(ids)  # two say it, the two between them have it in their context
+    index.tuning = replace(index.tuning, keyword_budget=3)  # 4 rows with the context, 2 without
+    assert {h.memory.id for h in index.search("billing", project="acme").hits} == {ids[0], ids[3]}
+    index.tuning = replace(index.tuning, keyword_budget=1)  # over the budget either way: still own words
+    assert {h.memory.id for h in index.search("billing", project="acme").hits} == {ids[0], ids[3]}
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_keyword_sql_weights_the_context_column(weight: float):
     sql, params = keyword_sql('"x"', Filters("p"), 10, context_weight=weight)
