@@ -42,23 +42,29 @@ def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int
     """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget.
     When even the rarest word is over the budget counting the neighbours' context (which holds
     each memory's words four more times), only the memories' own words are matched."""
-    words, context_weight = keyword_terms(text), tuning.context_weight
+    words, weight, budget = keyword_terms(text), tuning.context_weight, tuning.keyword_budget
     if not words:
         return {}
-    terms, over = _within_budget(conn, words, tuning.keyword_budget, lambda match: match)
-    if over and context_weight > 0:
-        terms, _ = _within_budget(conn, words, tuning.keyword_budget, query.own_words)
-        context_weight = 0.0
+    terms, over = words, True
+    if weight > 0:
+        # Counts capped just over the budget choose the same words as exact ones unless even
+        # the rarest word is over it, and then the context is left out below anyway.
+        terms, over = _within_budget(conn, words, budget, lambda match: match, cap=budget + 1)
+    if over:
+        terms, _ = _within_budget(conn, words, budget, query.own_words, cap=None)
+        weight = 0.0
     if not terms:
         return {}
-    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, context_weight)
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
-def _within_budget(conn: Any, terms: list[str], budget: int, scope: Callable[[str], str]) -> tuple[list[str], bool]:
+def _within_budget(
+    conn: Any, terms: list[str], budget: int, scope: Callable[[str], str], cap: int | None
+) -> tuple[list[str], bool]:
     """The terms to rank (``affordable_terms`` of their row counts within ``scope``), and
     whether they still match more rows than ``budget``."""
-    counts = {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])))).fetchone()[0] for t in terms}
+    counts = {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])), cap)).fetchone()[0] for t in terms}
     kept = affordable_terms(counts, budget)
     return kept, sum(counts[t] for t in kept) > budget
 

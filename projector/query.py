@@ -81,9 +81,11 @@ def own_words(match: str) -> str:
     return "{content tags} : (" + match + ")"
 
 
-def term_count_sql(term_match: str) -> tuple[str, list[Any]]:
-    """How many rows (of every project) match ``term_match``: cheap, FTS5 counts without ranking."""
-    return "SELECT count(*) FROM memory_fts WHERE memory_fts MATCH ?", [term_match]
+def term_count_sql(term_match: str, cap: int | None = None) -> tuple[str, list[Any]]:
+    """How many rows (of every project) match ``term_match``, counting no further than ``cap``:
+    cheap, FTS5 counts without ranking (and a cap stops the walk through a common word's rows)."""
+    sql = "SELECT count(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?)"
+    return sql, [term_match, -1 if cap is None else cap]
 
 
 def vector_filter_sql(f: Filters) -> tuple[str, list[Any]]:

@@ -220,6 +220,16 @@ def test_affordable_terms_invariants(counts, budget):
     assert all(counts[d] >= max(counts[k] for k in kept) for d in dropped)  # commonest go first
 
 
+@given(st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(0, 50), max_size=6), st.integers(0, 120))
+def test_counts_capped_just_over_the_budget_keep_the_same_terms_when_those_fit(counts, budget):
+    kept = affordable_terms(counts, budget)
+    capped = {t: min(n, budget + 1) for t, n in counts.items()}
+    if sum(counts[t] for t in kept) <= budget:
+        assert affordable_terms(capped, budget) == kept
+    else:  # even the rarest is over the budget: the capped counts say so too
+        assert sum(capped[t] for t in affordable_terms(capped, budget)) > budget
+
+
 def test_code_distance_caps_tighten_first_and_end_uncapped():
     caps = code_distance_caps(384)
     assert caps[-1] is None and caps[:-1] == sorted(caps[:-1]) and caps[0] == 128
