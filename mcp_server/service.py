@@ -226,10 +226,11 @@ class MemoryService:
         """Save a memory; the same content again is the same memory (``created`` False)."""
         project = self.resolve_project(project)
         event = self.log.build_save(project, content, _split_tags(tags), importance, kind)
-        existing = self._existing(project, event.memory_id)
+        # The index and the log's unapplied tail, not a catch-up: a save does not wait to
+        # embed and index what other servers have just saved.
+        existing, last_change = self.index.latest(project, event.memory_id)
         if existing is not None and _same_attributes(existing, event):
             return Saved(event.memory_id, project, created=False)  # a retried save: nothing to write
-        last_change = existing.updated_at if existing else self.index.last_change(project, event.memory_id)
         if last_change is not None:  # present, or forgotten by a writer whose clock runs ahead
             event = _after(event, last_change)
         self.log.append(project, [event])
@@ -273,14 +274,6 @@ class MemoryService:
         self.log.forget(project, memory.id, not_before_ts=memory.updated_at)
         self._written(project)
         return Forgotten(memory.id, project)
-
-    def _existing(self, project: str, memory_id: str) -> Memory | None:
-        from projector.errors import MemoryNotFound
-
-        try:
-            return self.index.get(project, memory_id)
-        except MemoryNotFound:
-            return None
 
     # -- reading --------------------------------------------------------------------------
 

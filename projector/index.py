@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventlog import EventStore, MemorySaved
+from eventlog import EventStore, MemorySaved, MemoryState, fold
 from eventlog.lock import held
 from eventlog.paths import ensure_dir
 from eventlog.validate import validate_importance, validate_project
@@ -326,16 +326,27 @@ class Index:
             raise AmbiguousId(f"id prefix {id_or_prefix!r} matches several memories in {project!r}; give more characters")
         return query.row_to_memory(rows[0])
 
-    def last_change(self, project: str, memory_id: str) -> str | None:
-        """Timestamp of the event that decides a memory's state, forgotten ones included
-        (a writer stamps its next event after it, whatever its own clock says)."""
+    def latest(self, project: str, memory_id: str) -> tuple[Memory | None, str | None]:
+        """A memory's state as the log holds it now: the memory if present, and the timestamp
+        of its deciding event (forgotten ones included). Read from the index and the log's tail
+        that the index has not applied yet, without catching the index up: a save checks this
+        and should not first embed and index what other servers have just saved."""
         project = validate_project(project)
-        self.catch_up(project)
         with self._mutex:
-            row = self._connection().execute(
-                "SELECT updated_at FROM memory WHERE project = ? AND memory_id = ?", (project, memory_id)
-            ).fetchone()
-        return str(row[0]) if row else None
+            conn = self._connection()
+            row = conn.execute(query.state_sql(), (project, memory_id)).fetchone()
+            tracking = read_tracking(conn, project) or Tracking(project)
+        if not is_pending(tracking, self.log.heads([project])[project]):
+            return _state_of_row(row)
+        if tracking.stalled or self.log.is_rewritten(project, tracking.mark):
+            self.catch_up(project)  # the tail cannot be read on its own: the projection sorts it out
+            with self._mutex:
+                return _state_of_row(self._connection().execute(query.state_sql(), (project, memory_id)).fetchone())
+        tail = (line.event for line in self.log.scan_after(project, tracking.mark))
+        state = fold(e for e in tail if e is not None and e.memory_id == memory_id).get((project, memory_id))
+        if state is None or (row is not None and state.winner <= (row[7], row[10])):
+            return _state_of_row(row)
+        return _state_of_tail(state, row), state.winner[0]
 
     def projects(self) -> list[ProjectInfo]:
         """Every project with a log, its memory count and last activity."""
@@ -460,6 +471,24 @@ def _check_limit(limit: object, maximum: int = MAX_LIMIT) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
         raise InvalidQuery(f"limit must be an integer from 1 to {maximum}, got {limit!r}")
     return limit
+
+
+def _state_of_row(row: Sequence[Any] | None) -> tuple[Memory | None, str | None]:
+    """(the memory if present, its deciding event's timestamp) of a ``query.state_sql`` row."""
+    if row is None:
+        return None, None
+    return (query.row_to_memory(row) if row[9] else None), str(row[7])
+
+
+def _state_of_tail(state: MemoryState, row: Sequence[Any] | None) -> Memory | None:
+    """The memory that ``state``, folded from the log's unapplied tail, makes present (its
+    first save may be in the index already: ``created_at`` is the earlier of the two)."""
+    if state.saved is None:
+        return None
+    created = min(c for c in (state.created_at, row[6] if row else None) if c is not None)
+    e = state.saved
+    return Memory(id=e.memory_id, project=e.project, content=e.content, tags=tuple(e.tags), importance=e.importance,
+                  kind=e.kind, created_at=created, updated_at=e.ts, meta=dict(e.meta))
 
 
 def _check_prefix(id_or_prefix: object) -> str:

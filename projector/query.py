@@ -129,6 +129,12 @@ def rescore_sql(vector: bytes, rowids: Sequence[int], depth: int) -> tuple[str, 
     return sql, [vector, orjson.dumps(list(rowids)).decode(), depth]
 
 
+def state_sql() -> str:
+    """One memory of a project by id, present or forgotten: ``MEMORY_COLUMNS``, then
+    ``present`` and ``winner_event_id`` (parameters: project, memory_id)."""
+    return f"SELECT {MEMORY_COLUMNS}, m.present, m.winner_event_id FROM memory m WHERE m.project = ? AND m.memory_id = ?"
+
+
 def row_to_memory(row: Sequence[Any]) -> Memory:
     """A ``memory`` row (``MEMORY_COLUMNS`` order) as a ``Memory``."""
     return Memory(
