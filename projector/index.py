@@ -64,6 +64,10 @@ class Index:
         self._conn: Any = None
         self._identity: tuple[int, int] | None = None
         self._mutex = threading.RLock()  # one connection per Index, shared by worker threads
+        # A second connection for the save path's reads (``latest``), which should not wait
+        # while a catch-up holds ``_mutex`` to embed or to wait for the store-wide index lock.
+        self._reader: tuple[Any, tuple[int, int] | None] | None = None
+        self._reader_mutex = threading.Lock()
         self._watcher: Any = None
         self.tuning = tuning or SearchTuning()
 
@@ -147,6 +151,10 @@ class Index:
             self._watcher = None
         with self._mutex:
             self._close_connection()
+        with self._reader_mutex:
+            if self._reader is not None:
+                self._reader[0].close()
+                self._reader = None
 
     # -- embeddings ----------------------------------------------------------------------
 
@@ -332,10 +340,14 @@ class Index:
         that the index has not applied yet, without catching the index up: a save checks this
         and should not first embed and index what other servers have just saved."""
         project = validate_project(project)
-        with self._mutex:
-            conn = self._connection()
-            row = conn.execute(query.state_sql(), (project, memory_id)).fetchone()
-            tracking = read_tracking(conn, project) or Tracking(project)
+        try:
+            row, tracking = self._read_state(project, memory_id)
+        except db.database_error():  # replaced or damaged just now: the catch-up path recovers it
+            row, tracking = None, None
+        if tracking is None:
+            self.catch_up(project)
+            with self._mutex:
+                return _state_of_row(self._connection().execute(query.state_sql(), (project, memory_id)).fetchone())
         if not is_pending(tracking, self.log.heads([project])[project]):
             return _state_of_row(row)
         if tracking.stalled or self.log.is_rewritten(project, tracking.mark):
@@ -347,6 +359,25 @@ class Index:
         if state is None or (row is not None and state.winner <= (row[7], row[10])):
             return _state_of_row(row)
         return _state_of_tail(state, row), state.winner[0]
+
+    def _read_state(self, project: str, memory_id: str) -> tuple[Sequence[Any] | None, Tracking | None]:
+        """A memory's row and its project's tracking, read on the reader connection; no
+        tracking when the index is not open yet (the caller then takes the catch-up path)."""
+        with self._reader_mutex:
+            identity = self._identity
+            if self._conn is None or identity is None or identity != _file_identity(self.path):
+                return None, None
+            if self._reader is None or self._reader[1] != identity:
+                if self._reader is not None:
+                    self._reader[0].close()
+                self._reader = (db.connect(self.path), identity)
+            conn = self._reader[0]
+            conn.execute("BEGIN")  # one snapshot: the row and the tracking row of the same commit
+            try:
+                row = conn.execute(query.state_sql(), (project, memory_id)).fetchone()
+                return row, read_tracking(conn, project) or Tracking(project)
+            finally:
+                conn.execute("COMMIT")
 
     def projects(self) -> list[ProjectInfo]:
         """Every project with a log, its memory count and last activity."""
