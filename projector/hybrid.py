@@ -33,7 +33,7 @@ class SearchTuning:
     keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
-    context_weight: float = 0.7  # bm25 weight of the neighbours' text (own content: 1.0)
+    context_weight: float = 0.5  # bm25 weight of the neighbours' text (own content: 1.0)
     keyword_budget: int = 3000  # rows bm25 may rank; the commonest query words go beyond it
     oversample: int = 4  # binary-code candidates per vector candidate, re-scored exactly
 

@@ -101,8 +101,8 @@ ABLATIONS: dict[str, dict[str, float]] = {
     "candidate depth 200": {"depth": 200},
     "neighbour weight 0.2": {"neighbour_weight": 0.2},
     "neighbour weight 0.4": {"neighbour_weight": 0.4},
-    "context weight 0.5": {"context_weight": 0.5},
-    "context weight 1.0": {"context_weight": 1.0},
+    "context weight 0.3": {"context_weight": 0.3},
+    "context weight 0.7": {"context_weight": 0.7},
 }
 
 

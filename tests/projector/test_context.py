@@ -112,6 +112,14 @@ def test_a_memory_is_found_by_its_neighbours_words_below_the_one_that_says_them(
     assert hits[:2] == ids[:2]
 
 
+def test_a_word_of_its_own_ranks_the_memory_that_says_it_above_its_neighbours(log: EventLog, index: Index):
+    """Also at the ends of the log, where a neighbour's row is shorter (fewer neighbours of its
+    own) and bm25's length normalisation favours it. A context weight of 0.7 failed this."""
+    ids = save_all(log, index, [f"Fact {n} from writer w{n % 3}: token t{n} was recorded." for n in range(8)])
+    for n, memory_id in enumerate(ids):
+        assert [h.memory.id for h in index.search(f"t{n}", project="acme", limit=1).hits] == [memory_id]
+
+
 def test_context_weight_zero_leaves_the_context_out_of_matching(log: EventLog, index: Index):
     ids = save_all(log, index, ["we moved the billing service to Frankfurt", "yes, that one was slow"])
     index.tuning = replace(index.tuning, context_weight=0.0)
