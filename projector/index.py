@@ -345,20 +345,21 @@ class Index:
         except db.database_error():  # replaced or damaged just now: the catch-up path recovers it
             row, tracking = None, None
         if tracking is None:
-            self.catch_up(project)
-            with self._mutex:
-                return _state_of_row(self._connection().execute(query.state_sql(), (project, memory_id)).fetchone())
+            return self._latest_after_catch_up(project, memory_id)
         if not is_pending(tracking, self.log.heads([project])[project]):
             return _state_of_row(row)
         if tracking.stalled or self.log.is_rewritten(project, tracking.mark):
-            self.catch_up(project)  # the tail cannot be read on its own: the projection sorts it out
-            with self._mutex:
-                return _state_of_row(self._connection().execute(query.state_sql(), (project, memory_id)).fetchone())
+            return self._latest_after_catch_up(project, memory_id)  # the projection sorts that tail out
         tail = (line.event for line in self.log.scan_after(project, tracking.mark))
         state = fold(e for e in tail if e is not None and e.memory_id == memory_id).get((project, memory_id))
         if state is None or (row is not None and state.winner <= (row[7], row[10])):
             return _state_of_row(row)
         return _state_of_tail(state, row), state.winner[0]
+
+    def _latest_after_catch_up(self, project: str, memory_id: str) -> tuple[Memory | None, str | None]:
+        self.catch_up(project)
+        with self._mutex:
+            return _state_of_row(self._connection().execute(query.state_sql(), (project, memory_id)).fetchone())
 
     def _read_state(self, project: str, memory_id: str) -> tuple[Sequence[Any] | None, Tracking | None]:
         """A memory's row and its project's tracking, read on the reader connection; no

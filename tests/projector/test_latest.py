@@ -64,3 +64,14 @@ def test_latest_does_not_catch_the_index_up(log: EventLog, index: Index) -> None
     memory, changed = index.latest("acme", memory_id)
     assert memory is not None and memory.content == "saved by another server" and changed == memory.updated_at
     assert index._connection().execute("SELECT count(*) FROM memory").fetchone()[0] == 0
+
+
+def test_latest_recovers_an_index_replaced_by_garbage(log: EventLog, index: Index) -> None:
+    index.catch_up("acme")
+    memory_id = log.save("acme", "kept in the log whatever happens to the index")
+    assert index.latest("acme", memory_id)[0] is not None  # the reader connection is open now
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index.path}{suffix}").unlink(missing_ok=True)
+    index.path.write_bytes(b"garbage!" * 2048)
+    memory, _ = index.latest("acme", memory_id)
+    assert memory is not None and memory.content == "kept in the log whatever happens to the index"
