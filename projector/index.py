@@ -352,7 +352,8 @@ class Index:
             return self._latest_after_catch_up(project, memory_id)  # the projection sorts that tail out
         tail = (line.event for line in self.log.scan_after(project, tracking.mark))
         state = fold(e for e in tail if e is not None and e.memory_id == memory_id).get((project, memory_id))
-        if state is None or (row is not None and state.winner <= (row[7], row[10])):
+        indexed = None if row is None else (row[query.STATE_UPDATED_AT], row[query.STATE_WINNER_EVENT_ID])
+        if state is None or (indexed is not None and state.winner <= indexed):
             return _state_of_row(row)
         return _state_of_tail(state, row), state.winner[0]
 
@@ -509,7 +510,7 @@ def _state_of_row(row: Sequence[Any] | None) -> tuple[Memory | None, str | None]
     """(the memory if present, its deciding event's timestamp) of a ``query.state_sql`` row."""
     if row is None:
         return None, None
-    return (query.row_to_memory(row) if row[9] else None), str(row[7])
+    return (query.row_to_memory(row) if row[query.STATE_PRESENT] else None), str(row[query.STATE_UPDATED_AT])
 
 
 def _state_of_tail(state: MemoryState, row: Sequence[Any] | None) -> Memory | None:
@@ -517,7 +518,7 @@ def _state_of_tail(state: MemoryState, row: Sequence[Any] | None) -> Memory | No
     first save may be in the index already: ``created_at`` is the earlier of the two)."""
     if state.saved is None:
         return None
-    created = min(c for c in (state.created_at, row[6] if row else None) if c is not None)
+    created = min(c for c in (state.created_at, row[query.STATE_CREATED_AT] if row else None) if c is not None)
     e = state.saved
     return Memory(id=e.memory_id, project=e.project, content=e.content, tags=tuple(e.tags), importance=e.importance,
                   kind=e.kind, created_at=created, updated_at=e.ts, meta=dict(e.meta))

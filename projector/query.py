@@ -129,6 +129,10 @@ def rescore_sql(vector: bytes, rowids: Sequence[int], depth: int) -> tuple[str, 
     return sql, [vector, orjson.dumps(list(rowids)).decode(), depth]
 
 
+# Positions in a ``state_sql`` row of what deciding between it and newer events needs.
+STATE_CREATED_AT, STATE_UPDATED_AT, STATE_PRESENT, STATE_WINNER_EVENT_ID = 6, 7, 9, 10
+
+
 def state_sql() -> str:
     """One memory of a project by id, present or forgotten: ``MEMORY_COLUMNS``, then
     ``present`` and ``winner_event_id`` (parameters: project, memory_id)."""

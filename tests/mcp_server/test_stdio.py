@@ -148,7 +148,6 @@ def test_end_to_end_search_by_meaning_with_the_real_model(home: Path, env_for: E
     assert (home / "cache").exists()  # the embeddings were cached for rebuilds
 
 
-
 def test_saves_survive_a_model_that_cannot_run_and_only_stderr_hears_of_it(home: Path, env_for: Env) -> None:
     """The background indexer's model is unreachable: every save is still acknowledged, in the
     log and found (by keyword, saying so); the failure is logged to stderr, stdout stays
