@@ -20,8 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -29,6 +31,7 @@ from pydantic import BaseModel, Field
 from eventlog import EventLogError
 
 from . import __version__
+from .pipes import std_pipes, std_pipes_usable
 from .service import Found, Loaded, MemoryService, ServiceError, memory_record, render_context
 from .settings import is_loopback
 
@@ -445,9 +448,20 @@ def http_app(server: MCPServer[Any], host: str, token: str | None) -> Any:
 def run_stdio(server: MCPServer[Any]) -> None:
     """Serve one client over stdin/stdout until it disconnects."""
     try:
-        server.run("stdio")
+        anyio.run(_serve_stdio, server, backend="asyncio")
     finally:
         shutdown_server(server)
+
+
+async def _serve_stdio(server: MCPServer[Any]) -> None:
+    """The SDK's stdio session, over pipes the event loop watches itself when stdin and stdout
+    are pipes (mcp_server/pipes.py: no thread hop per message); otherwise the SDK's own."""
+    lowlevel = getattr(server, "_lowlevel_server", None)  # private in mcp 2.x: no public handle
+    if lowlevel is None or not std_pipes_usable():
+        await server.run_stdio_async()
+        return
+    async with std_pipes() as (lines_in, lines_out), stdio_server(lines_in, lines_out) as (read, write):  # type: ignore[arg-type]
+        await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def run_http(server: MCPServer[Any], host: str, port: int, token: str | None, log_level: str) -> None:
