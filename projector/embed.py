@@ -40,17 +40,20 @@ TOKENIZER_PATH = Path(__file__).parent / "models" / "tokenizer.json"
 # Tokenize this many texts at a time: a rebuild embeds the whole store in one call, and
 # tokenizers' Encoding objects for 100k texts would cost hundreds of MB.
 TOKENIZE_WINDOW = 1024
-# Two intra-op threads with spin-waiting off. Measured on the 2-core machine this was written
-# on (AVX512-VNNI, onnxruntime 1.31, int8 kernels; three other engineers' tests running, so
-# noisy; medians of 60 alternating runs, float = the packaged graph as onnxruntime folds it):
+# One intra-op thread (spin-waiting off, for when a caller asks for more). Measured on the
+# 2-core machine this was written on (AVX512-VNNI, onnxruntime 1.31, int8 kernels; three other
+# engineers' tests running, so noisy; medians of 60 alternating runs, float = the packaged graph
+# as onnxruntime folds it):
 #                          1 thread: int8   float      2 threads: int8   float
 #   11-token query                  2.5 ms  5.2 ms                2.9 ms  5.7 ms
 #   40-token memory                 5.4 ms  12 ms                 5.6 ms  12.5 ms
 #   batch of 32 x 30 tokens         187/s   100/s                 282/s   118/s
-# Earlier, float: spinning threads burned the core another server needed (7.4 ms vs 4.5 ms for
-# a query while another process batched); without spinning, two threads were as good as one
-# under contention and faster when the machine was idle.
-DEFAULT_THREADS = 2
+# Texts are embedded one at a time (DEFAULT_BATCH), where a second thread buys nothing; and a
+# search embeds its query on one core while SQLite finds the keyword candidates on the other
+# (projector/hybrid.py): with one thread, search p50 at 10k memories was 8.5 ms against 8.8 ms
+# with two (and 11.1 ms embedding before the keyword side), alternating in one process
+# (2026-12-01). Earlier, float: spinning threads burned the core another server needed.
+DEFAULT_THREADS = 1
 # One text per inference by default. The int8 MatMuls quantize each input tensor with one scale,
 # so in a batch a text's vector moves with its batch-mates and padding (cosine >= 0.986 vs
 # alone): the same text would get another vector on import than on save, and a store moved to

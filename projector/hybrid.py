@@ -100,8 +100,9 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     tuning = index.tuning
     depth = max(tuning.depth, limit * 5)
+    embedded = index.embed_query_soon(text)  # the model runs while SQLite finds keyword candidates
     keyword = _keyword_candidates(conn, text, filters, depth, tuning)
-    vectors = index._embed([text])
+    vectors = embedded()
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
     found = query.fetch_positions_and_tags(conn, list(scores))

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ class Index:
         self._reader: tuple[Any, tuple[int, int] | None] | None = None
         self._reader_mutex = threading.Lock()
         self._watcher: Any = None
+        self._query_pool: ThreadPoolExecutor | None = None
         self.tuning = tuning or SearchTuning()
 
     # -- connection ----------------------------------------------------------------------
@@ -151,6 +153,9 @@ class Index:
             self._watcher = None
         with self._mutex:
             self._close_connection()
+            pool, self._query_pool = self._query_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         with self._reader_mutex:
             if self._reader is not None:
                 self._reader[0].close()
@@ -171,12 +176,16 @@ class Index:
             self._embedder = CachedEmbedder(self._inner_embedder, EmbeddingCache(self._cache_path))
         return self._embedder
 
-    def _embed(self, texts: Sequence[str]) -> list[bytes] | None:
+    def _embed(self, texts: Sequence[str], *, cached: bool = True) -> list[bytes] | None:
+        """Vectors of ``texts`` as float32 bytes, or None without a working model. ``cached``
+        False skips the embedding cache: right for queries, which rarely come twice, while a
+        lookup and a write in a cache as large as the store cost as much as the model (~1-3 ms
+        at 10k memories, BENCHMARKS.md)."""
         embedder = self._active_embedder()
         if embedder is None:
             return None
         try:
-            vectors = embedder.embed(list(texts))
+            vectors = (embedder if cached else self._inner_embedder or embedder).embed(list(texts))
         except EmbedderUnavailable as e:
             if self._embed_error is None:
                 logger.warning("embeddings unavailable, using keyword search: %s", e)
@@ -184,6 +193,17 @@ class Index:
             return None
         self._embed_error = None
         return [row.astype("float32").tobytes() for row in vectors]
+
+    def embed_query_soon(self, text: str) -> Callable[[], list[bytes] | None]:
+        """Start embedding a query on this index's query thread and return the wait for it:
+        the keyword side's SQL runs meanwhile (onnxruntime and SQLite both release the GIL)."""
+        if self._active_embedder() is None:
+            return lambda: None
+        with self._mutex:
+            if self._query_pool is None:
+                self._query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnemolog-query-embed")
+            future = self._query_pool.submit(self._embed, [text], cached=False)
+        return future.result
 
     def prepare(self, saves: Sequence[MemorySaved]) -> None:
         """Embed the memories of ``saves`` into the embedding cache now, outside the index

@@ -103,6 +103,8 @@ ABLATIONS: dict[str, dict[str, float]] = {
     "neighbour weight 0.4": {"neighbour_weight": 0.4},
     "context weight 0.3": {"context_weight": 0.3},
     "context weight 0.7": {"context_weight": 0.7},
+    "vector oversample 2": {"oversample": 2},
+    "vector oversample 8": {"oversample": 8},
 }
 
 

@@ -565,3 +565,41 @@ def test_sqlite_driver_loads_vec_and_index_is_wal(index: Index, log: EventLog):
     index.rebuild()
     assert index._connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert oct(os.stat(index.path).st_mode & 0o777) == "0o600"
+
+
+def test_a_query_is_embedded_on_the_query_thread_and_kept_out_of_the_cache(make_index: Callable[..., Index], log: EventLog):
+    import threading
+
+    from projector.embed_cache import EmbeddingCache
+
+    class ThreadRecorder(FakeEmbedder):
+        def embed(self, texts):
+            threads.update({text: threading.current_thread().name for text in texts})
+            return super().embed(texts)
+
+    threads: dict[str, str] = {}
+    embedder = ThreadRecorder()
+    index = make_index(embedder)
+    saved = save_at(log, "acme", "the lighthouse keeper logs the tides")
+    result = index.search("lighthouse tides", project="acme")
+    assert result.mode == "hybrid" and hit_ids(result) == [saved.memory_id]
+    assert threads["lighthouse tides"].startswith("mnemolog-query-embed")
+    cache = EmbeddingCache(index._cache_path)
+    try:
+        assert list(cache.get_many(embedder.model_id, ["lighthouse tides"])) == []  # the query: not cached
+        assert list(cache.get_many(embedder.model_id, ["the lighthouse keeper logs the tides"])) == [0]
+    finally:
+        cache.close()
+    index.close()
+    assert index._query_pool is None  # the query thread is stopped with the index
+
+
+def test_a_query_the_model_fails_on_is_answered_by_keywords(make_index: Callable[..., Index], log: EventLog):
+    embedder = FakeEmbedder()
+    index = make_index(embedder)
+    saved = save_at(log, "acme", "the lighthouse keeper logs the tides")
+    index.catch_up()
+    embedder.fail = True
+    result = index.search("lighthouse", project="acme")
+    assert result.mode == "keyword" and hit_ids(result) == [saved.memory_id]
+    assert "embedding model unavailable" in (result.warning or "")
