@@ -35,7 +35,10 @@ class SearchTuning:
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
     context_weight: float = 0.5  # bm25 weight of the neighbours' text (own content: 1.0)
     keyword_budget: int = 3000  # rows bm25 may rank; the commonest query words go beyond it
-    oversample: int = 4  # binary-code candidates per vector candidate, re-scored exactly
+    # Binary-code candidates per vector candidate, re-scored exactly. 2 against 4: LoCoMo recall
+    # the same (0.713/0.799 vs 0.714/0.798), the vector side ~1 ms faster at 10k and ~2 ms at
+    # 100k, top-10 overlap with the exact cosine order 0.995 / 0.980 at 10k / 100k (4: 1.0 / 0.993).
+    oversample: int = 2
 
 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> dict[int, float]:
