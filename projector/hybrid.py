@@ -103,9 +103,13 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     """Search ``filters.project``; degrade to keyword search (with a warning) without vectors."""
     tuning = index.tuning
     depth = max(tuning.depth, limit * 5)
-    embedded = index.embed_query_soon(text)  # the model runs while SQLite finds keyword candidates
-    keyword = _keyword_candidates(conn, text, filters, depth, tuning)
-    vectors = embedded()
+    # SQLite finds the keyword candidates on the helper thread while the model embeds the query
+    # here (uncached: see Index._embed), and it is done before the connection is used again.
+    keyword_found = index.run_beside(lambda: _keyword_candidates(conn, text, filters, depth, tuning))
+    try:
+        vectors = index._embed([text], cached=False)
+    finally:
+        keyword = keyword_found()
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
     found = query.fetch_positions_and_tags(conn, list(scores))

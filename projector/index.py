@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventStore, MemorySaved, MemoryState, fold
 from eventlog.lock import held
@@ -38,6 +38,8 @@ EMBED_RETRY_SECONDS = 30.0
 EMBED_AHEAD_LINES = 512
 MAX_LIMIT = 100
 MIN_PREFIX = 6
+
+T = TypeVar("T")
 
 
 class Index:
@@ -70,7 +72,7 @@ class Index:
         self._reader: tuple[Any, tuple[int, int] | None] | None = None
         self._reader_mutex = threading.Lock()
         self._watcher: Any = None
-        self._query_pool: ThreadPoolExecutor | None = None
+        self._helper: ThreadPoolExecutor | None = None
         self.tuning = tuning or SearchTuning()
 
     # -- connection ----------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Index:
             self._watcher = None
         with self._mutex:
             self._close_connection()
-            pool, self._query_pool = self._query_pool, None
+            pool, self._helper = self._helper, None
         if pool is not None:
             pool.shutdown(wait=True)
         with self._reader_mutex:
@@ -194,15 +196,15 @@ class Index:
         self._embed_error = None
         return [row.astype("float32").tobytes() for row in vectors]
 
-    def embed_query_soon(self, text: str) -> Callable[[], list[bytes] | None]:
-        """Start embedding a query on this index's query thread and return the wait for it:
-        the keyword side's SQL runs meanwhile (onnxruntime and SQLite both release the GIL)."""
-        if self._active_embedder() is None:
-            return lambda: None
+    def run_beside(self, job: Callable[[], T]) -> Callable[[], T]:
+        """Start ``job`` on this index's helper thread and return the wait for its result. A
+        search runs its keyword SQL there while it embeds the query itself (SQLite and
+        onnxruntime both release the GIL); the caller must wait before it lets go of ``_mutex``
+        if the job uses the connection."""
         with self._mutex:
-            if self._query_pool is None:
-                self._query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnemolog-query-embed")
-            future = self._query_pool.submit(self._embed, [text], cached=False)
+            if self._helper is None:
+                self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnemolog-search-helper")
+            future = self._helper.submit(job)
         return future.result
 
     def prepare(self, saves: Sequence[MemorySaved]) -> None:

@@ -567,10 +567,22 @@ def test_sqlite_driver_loads_vec_and_index_is_wal(index: Index, log: EventLog):
     assert oct(os.stat(index.path).st_mode & 0o777) == "0o600"
 
 
-def test_a_query_is_embedded_on_the_query_thread_and_kept_out_of_the_cache(make_index: Callable[..., Index], log: EventLog):
+def test_a_query_is_embedded_by_the_searching_thread_and_kept_out_of_the_cache(
+    make_index: Callable[..., Index], log: EventLog, monkeypatch: pytest.MonkeyPatch
+):
     import threading
 
+    from projector import hybrid
     from projector.embed_cache import EmbeddingCache
+
+    keyword_threads: list[str] = []
+    keyword_candidates = hybrid._keyword_candidates
+
+    def recorded(*args, **kwargs):
+        keyword_threads.append(threading.current_thread().name)
+        return keyword_candidates(*args, **kwargs)
+
+    monkeypatch.setattr(hybrid, "_keyword_candidates", recorded)
 
     class ThreadRecorder(FakeEmbedder):
         def embed(self, texts):
@@ -583,7 +595,8 @@ def test_a_query_is_embedded_on_the_query_thread_and_kept_out_of_the_cache(make_
     saved = save_at(log, "acme", "the lighthouse keeper logs the tides")
     result = index.search("lighthouse tides", project="acme")
     assert result.mode == "hybrid" and hit_ids(result) == [saved.memory_id]
-    assert threads["lighthouse tides"].startswith("mnemolog-query-embed")
+    assert threads["lighthouse tides"] == threading.current_thread().name
+    assert keyword_threads == ["mnemolog-search-helper_0"]  # the keyword side ran beside it
     cache = EmbeddingCache(index._cache_path)
     try:
         assert list(cache.get_many(embedder.model_id, ["lighthouse tides"])) == []  # the query: not cached
@@ -591,7 +604,7 @@ def test_a_query_is_embedded_on_the_query_thread_and_kept_out_of_the_cache(make_
     finally:
         cache.close()
     index.close()
-    assert index._query_pool is None  # the query thread is stopped with the index
+    assert index._helper is None  # the helper thread is stopped with the index
 
 
 def test_a_query_the_model_fails_on_is_answered_by_keywords(make_index: Callable[..., Index], log: EventLog):
