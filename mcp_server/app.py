@@ -460,8 +460,10 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
     if lowlevel is None or not std_pipes_usable():
         await server.run_stdio_async()
         return
-    async with std_pipes() as (lines_in, lines_out), stdio_server(lines_in, lines_out) as (read, write):  # type: ignore[arg-type]
-        await lowlevel.run(read, write, lowlevel.create_initialization_options())
+    async with std_pipes() as (lines_in, lines_out):
+        # stdio_server is typed for anyio files; it only iterates lines and awaits write/flush.
+        async with stdio_server(lines_in, lines_out) as (read, write):  # type: ignore[arg-type]
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def run_http(server: MCPServer[Any], host: str, port: int, token: str | None, log_level: str) -> None:

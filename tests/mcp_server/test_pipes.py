@@ -21,8 +21,9 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "pipes-test", "version": "0"}}}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
-# Echoes each line upper-cased through std_pipes, writing stray output to fds 1 and 0's
-# Python objects meanwhile; prints once more after the pipes are given back.
+# Echoes each line upper-cased through std_pipes; meanwhile writes stray output to stdout (a
+# print and a raw write to fd 1) and reads stdin's fd 0; prints once more after the pipes are
+# given back.
 ECHO = """
 import asyncio, os, sys
 from mcp_server.pipes import std_pipes
