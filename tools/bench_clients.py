@@ -134,7 +134,7 @@ async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: 
 
     async def session(k: int) -> None:
         with errlogs[k].open("w") as errlog:
-            params = server_params(server_env(home), pidfiles[k])
+            params = server_params(server_env(home, **args.server_env), pidfiles[k])
             async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=args.timeout,
                               mode=args.mode) as client:
                 pids[k] = read_pid(pidfiles[k])
@@ -368,7 +368,14 @@ def main() -> None:
     parser.add_argument("--dir", help="where the temporary stores go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores and server logs")
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every server, e.g. MNEMOLOG_DURABILITY=never (repeatable); "
+                             "the servers otherwise get none of this shell's MNEMOLOG_* variables")
     args = parser.parse_args()
+    pairs = [item.partition("=") for item in args.server_env]
+    if any(not name or not sep for name, sep, _ in pairs):
+        parser.error("--server-env takes NAME=VALUE")
+    args.server_env = {name: value for name, _, value in pairs}
     args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
     if args.saves_per < 1 or args.rate <= 0 or not args.clients or min(args.clients) < 1:
         parser.error("--saves-per, --rate and every --clients value must be positive")
