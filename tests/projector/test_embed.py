@@ -416,6 +416,54 @@ def test_a_corrupt_cache_file_is_recreated(cache_path: Path, caplog: pytest.LogC
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def _busy_error() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = 5  # type: ignore[attr-defined]  # SQLITE_BUSY, as SQLite sets it
+    return error
+
+
+def test_a_lock_given_up_at_once_is_retried_without_a_word(
+    cache_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite answers "database is locked" without waiting where waiting could deadlock (two
+    processes switching a new cache file to WAL at once): the cache retries, and no "locked"
+    reaches a user's stderr."""
+    from projector import embed_cache
+
+    real_open, failures = embed_cache._open, [_busy_error(), _busy_error()]
+
+    def open_after_two_busy(path: Path) -> sqlite3.Connection:
+        if failures:
+            raise failures.pop()
+        return real_open(path)
+
+    monkeypatch.setattr(embed_cache, "_open", open_after_two_busy)
+    with caplog.at_level(logging.WARNING, logger="projector.embed_cache"):
+        EmbeddingCache(cache_path).put_many("m", ["alpha"], np.ones((1, 4), dtype=np.float32))
+    assert failures == [] and caplog.text == ""
+    assert list(EmbeddingCache(cache_path).get_many("m", ["alpha"])) == [0]
+
+
+def test_a_lock_that_stays_busy_leaves_the_cache_out_after_a_few_retries(
+    cache_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projector import embed_cache
+
+    attempts = []
+
+    def always_busy(path: Path) -> sqlite3.Connection:
+        attempts.append(path)
+        raise _busy_error()
+
+    monkeypatch.setattr(embed_cache, "_open", always_busy)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="projector.embed_cache"):
+        assert EmbeddingCache(cache_path).get_many("m", ["alpha"]) == {}
+    assert len(attempts) == len(embed_cache.BUSY_RETRY_SLEEPS) + 1
+    assert time.monotonic() - started < 2.0
+    assert "unusable" in caplog.text
+
+
 def test_a_cache_deleted_under_an_open_connection_is_reopened(cache_path: Path) -> None:
     cache = EmbeddingCache(cache_path)
     cache.put_many("m", ["alpha"], np.ones((1, 4), dtype=np.float32))
