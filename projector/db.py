@@ -7,14 +7,24 @@ The stdlib ``sqlite3`` of many Pythons (this machine's, macOS system Pythons) is
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import SQLiteUnavailable
 
 BUSY_TIMEOUT_MS = 60_000
 PAGE_CACHE_KIB = 2000
+# SQLITE_BUSY, SQLITE_LOCKED. The busy timeout waits out ordinary contention; these still come
+# back at once where waiting could deadlock, e.g. two processes opening a new file both
+# switching it to WAL (each holds a shared lock and wants an exclusive one). The other side
+# finishes within milliseconds, so a few short retries get through.
+BUSY_CODES = frozenset({5, 6})
+BUSY_RETRY_SLEEPS = (0.01, 0.03, 0.1, 0.3)
+
+T = TypeVar("T")
 
 _driver: ModuleType | None = None
 
@@ -86,3 +96,24 @@ def connect(path: Path | str, *, wal: bool = True) -> Any:
         # durable truth, so a lost last transaction is simply projected again.
         conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether SQLite gave up on a lock another connection holds (``database is locked``),
+    from either driver."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in BUSY_CODES
+
+
+def retry_busy(operation: Callable[[], T]) -> T:
+    """``operation()``, run again after a short pause while SQLite answers "locked" at once
+    (``BUSY_RETRY_SLEEPS``); any other error, or the last busy one, is raised. Only for
+    operations that leave nothing behind when they fail: an open, or one transaction."""
+    for pause in BUSY_RETRY_SLEEPS:
+        try:
+            return operation()
+        except Exception as e:
+            if not is_busy(e):
+                raise
+        time.sleep(pause)
+    return operation()

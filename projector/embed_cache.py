@@ -12,7 +12,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from eventlog.paths import FILE_MODE, ensure_dir
+
+from .db import retry_busy
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,6 @@ KEYS_PER_QUERY = 500
 BLOB_DTYPE = np.dtype("<f4")  # fixed byte order: the file may move between machines
 # Primary result codes of "this file is not a (sane) database": SQLITE_CORRUPT, SQLITE_NOTADB.
 CORRUPT_CODES = frozenset({11, 26})
-# SQLITE_BUSY, SQLITE_LOCKED. The busy timeout waits out ordinary contention; these still come
-# back at once where waiting could deadlock, e.g. two processes opening a new cache file both
-# switching it to WAL (each holds a shared lock and wants an exclusive one). The other side
-# finishes within milliseconds, so a few short retries get through.
-BUSY_CODES = frozenset({5, 6})
-BUSY_RETRY_SLEEPS = (0.01, 0.03, 0.1, 0.3)
 
 
 def text_key(text: str) -> bytes:
@@ -68,12 +63,6 @@ def is_corrupt(error: sqlite3.Error) -> bool:
     """Whether SQLite says the file is not a database or is malformed (not merely busy)."""
     code = getattr(error, "sqlite_errorcode", None)
     return isinstance(error, sqlite3.DatabaseError) and code is not None and code & 0xFF in CORRUPT_CODES
-
-
-def is_busy(error: sqlite3.Error) -> bool:
-    """Whether SQLite gave up on a lock another connection holds (``database is locked``)."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in BUSY_CODES
 
 
 class EmbeddingCache:
@@ -123,21 +112,16 @@ class EmbeddingCache:
         """``operation`` on the open connection; a corrupt file is recreated once, other
         failures give ``fallback`` (the cache is an optimization, never a reason to fail)."""
         with self._lock:
-            recreated, busy_sleeps = False, iter(BUSY_RETRY_SLEEPS)
-            while True:
-                try:
-                    return operation(self._connection())
+            for attempt in (1, 2):
+                try:  # a lock refused at once is retried (a failed open or write leaves nothing)
+                    return retry_busy(lambda: operation(self._connection()))
                 except (sqlite3.Error, OSError) as e:
-                    if isinstance(e, sqlite3.Error) and is_corrupt(e) and not recreated:
+                    if attempt == 1 and isinstance(e, sqlite3.Error) and is_corrupt(e):
                         self._recreate(e)
-                        recreated = True
-                        continue
-                    pause = next(busy_sleeps, None) if isinstance(e, sqlite3.Error) and is_busy(e) else None
-                    if pause is not None:  # a failed write rolled back, a failed open kept nothing
-                        time.sleep(pause)
                         continue
                     self._warn_unusable(e)
                     return fallback
+            return fallback
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, reopened if the file was replaced or deleted under us (by

@@ -111,7 +111,7 @@ class Index:
 
     def _open_checked(self) -> Any:
         try:  # a garbage file already fails here, on the journal-mode pragma
-            conn = db.connect(self.path)
+            conn = db.retry_busy(lambda: db.connect(self.path))
         except db.database_error() as e:
             raise _as_corruption(e) from e
         try:
@@ -463,18 +463,14 @@ class Index:
             self._watcher.start()
 
 
-# SQLITE_BUSY and SQLITE_LOCKED: another process holds the index (even past the long busy
-# timeout). That is no reason to delete it under them; anything else that stops the file from
-# opening (corrupt, not a database, stale WAL of a deleted file) is cured by a rebuild.
-_CONTENTION_CODES = {5, 6}
-
-
 def _as_corruption(error: Exception) -> Exception:
     """``IndexCorrupt`` (rebuild it) unless ``error`` is contention, which is reported as a
-    ``ProjectorError`` and leaves the index alone."""
-    code = getattr(error, "sqlite_errorcode", None)
+    ``ProjectorError`` and leaves the index alone. Another process holding the index (even past
+    the long busy timeout and the retries) is no reason to delete it under them; anything else
+    that stops the file from opening (corrupt, not a database, stale WAL of a deleted file) is
+    cured by a rebuild."""
     text = str(error).lower()
-    if (code is not None and code & 0xFF in _CONTENTION_CODES) or "locked" in text or "busy" in text:
+    if db.is_busy(error) or "locked" in text or "busy" in text:
         return ProjectorError(f"the index is busy ({error}); the logs are untouched, try again")
     return IndexCorrupt(str(error))
 

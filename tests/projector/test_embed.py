@@ -447,7 +447,7 @@ def test_a_lock_given_up_at_once_is_retried_without_a_word(
 def test_a_lock_that_stays_busy_leaves_the_cache_out_after_a_few_retries(
     cache_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from projector import embed_cache
+    from projector import db, embed_cache
 
     attempts = []
 
@@ -459,7 +459,7 @@ def test_a_lock_that_stays_busy_leaves_the_cache_out_after_a_few_retries(
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="projector.embed_cache"):
         assert EmbeddingCache(cache_path).get_many("m", ["alpha"]) == {}
-    assert len(attempts) == len(embed_cache.BUSY_RETRY_SLEEPS) + 1
+    assert len(attempts) == len(db.BUSY_RETRY_SLEEPS) + 1
     assert time.monotonic() - started < 2.0
     assert "unusable" in caplog.text
 

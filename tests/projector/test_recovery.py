@@ -333,3 +333,26 @@ def test_an_index_that_cannot_be_opened_for_a_passing_reason_is_not_deleted(make
     assert index.path.exists() and index.path.stat().st_ino == before
     monkeypatch.undo()
     assert make_index().load_context("acme")[1] == 290
+
+
+def test_a_lock_refused_at_once_while_opening_is_retried(make_index, log, store, monkeypatch):
+    """SQLite refuses a lock at once, past any busy timeout, where waiting could deadlock (two
+    processes setting up a new file together): opening retries it instead of reporting it."""
+    index = make_index()
+    assert index.load_context("acme")[1] == 290
+    index.close()
+    error_class, real_connect = projector.db.database_error(), projector.db.connect
+    refusals = 2
+
+    def refused_twice(*args: object, **kwargs: object) -> object:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            error = error_class("database is locked")
+            error.sqlite_errorcode = 5  # SQLITE_BUSY, as the driver sets it
+            raise error
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(projector.db, "connect", refused_twice)
+    assert make_index().load_context("acme")[1] == 290
+    assert refusals == 0
