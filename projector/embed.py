@@ -48,11 +48,11 @@ TOKENIZE_WINDOW = 1024
 #   11-token query                  2.5 ms  5.2 ms                2.9 ms  5.7 ms
 #   40-token memory                 5.4 ms  12 ms                 5.6 ms  12.5 ms
 #   batch of 32 x 30 tokens         187/s   100/s                 282/s   118/s
-# Texts are embedded one at a time (DEFAULT_BATCH), where a second thread buys nothing; and a
-# search embeds its query on one core while SQLite finds the keyword candidates on the other
-# (projector/hybrid.py): with one thread, search p50 at 10k memories was 8.5 ms against 8.8 ms
-# with two (and 11.1 ms embedding before the keyword side), alternating in one process
-# (2026-12-01). Earlier, float: spinning threads burned the core another server needed.
+# Texts are embedded one at a time (DEFAULT_BATCH), where a second thread buys nothing
+# (`python tools/probe_search.py threads`, 2026-12-01: a query 3.03 ms with one, 3.49 with two;
+# a memory 6.24 / 6.65 ms); and a search embeds its query on one core while SQLite finds the
+# keyword candidates on the other (projector/hybrid.py). Earlier, float: spinning threads
+# burned the core another server needed.
 DEFAULT_THREADS = 1
 # One text per inference by default. The int8 MatMuls quantize each input tensor with one scale,
 # so in a batch a text's vector moves with its batch-mates and padding (cosine >= 0.986 vs

@@ -181,13 +181,13 @@ class Index:
     def _embed(self, texts: Sequence[str], *, cached: bool = True) -> list[bytes] | None:
         """Vectors of ``texts`` as float32 bytes, or None without a working model. ``cached``
         False skips the embedding cache: right for queries, which rarely come twice, while a
-        lookup and a write in a cache as large as the store cost as much as the model (~1-3 ms
-        at 10k memories, BENCHMARKS.md)."""
+        lookup in a cache as large as the store costs up to ~2 ms when its file is not in the
+        OS's page cache (BENCHMARKS.md, `tools/probe_search.py cache`)."""
         embedder = self._active_embedder()
-        if embedder is None:
+        if embedder is None or self._inner_embedder is None:  # the one implies the other
             return None
         try:
-            vectors = (embedder if cached else self._inner_embedder or embedder).embed(list(texts))
+            vectors = (embedder if cached else self._inner_embedder).embed(list(texts))
         except EmbedderUnavailable as e:
             if self._embed_error is None:
                 logger.warning("embeddings unavailable, using keyword search: %s", e)
