@@ -41,7 +41,13 @@ def watch_logs(root: Path, on_change: Callable[[str], None]) -> FileWatch | None
     """Call ``on_change(project)`` on every change to ``root/logs/<project>.jsonl``; None (and a
     warning) if no watcher can start here."""
     try:
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
 
         class Handler(FileSystemEventHandler):
@@ -54,7 +60,11 @@ def watch_logs(root: Path, on_change: Callable[[str], None]) -> FileWatch | None
         logs = ensure_logs_dir(root)
         observer = Observer()
         observer.daemon = True
-        observer.schedule(Handler(), str(logs), recursive=False)
+        # Changes of content or name only. Without a filter inotify also reports every open and
+        # close: each server reading a log (every catch-up does) woke every other server's
+        # watcher into a catch-up of its own, 2 events a read and 3 an append (measured).
+        changes = [FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
+        observer.schedule(Handler(), str(logs), recursive=False, event_filter=changes)
         observer.start()
     except Exception as e:  # inotify limits, unsupported file systems...
         logger.warning("file watcher unavailable (%s); the index catches up on each read", e)
