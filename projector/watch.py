@@ -15,7 +15,13 @@ from eventlog import EventStore
 
 logger = logging.getLogger(__name__)
 
-DEBOUNCE_SECONDS = 0.05
+# Long enough that the server which wrote a save has indexed it (its own background thread
+# does, ~15 ms after the append on this machine, slower under load) before the others look:
+# at 0.05 s, with 8 servers on one store, a look often came first and embedded and projected
+# the save a second time (catch-ups of 10-170 ms on the watcher threads, bench_clients). Short
+# enough for a Redis listener on another machine, the only one to index there, to show a save
+# well within a second. Reads never wait on it: every read catches up first.
+DEBOUNCE_SECONDS = 0.25
 
 
 class LogWatcher:

@@ -155,7 +155,7 @@ async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: 
     async def conductor() -> None:
         for event in ready:
             await event.wait()
-        await asyncio.sleep(0.5)  # let the watchers' debounced catch-ups of the warm-up saves pass
+        await asyncio.sleep(1.5)  # let the watchers' debounced catch-ups of the warm-up saves pass
         shared["cpu0"] = [cpu_seconds(pid) for pid in pids]
         shared["machine0"], shared["driver0"] = MachineCpu.now(), self_cpu_seconds()
         shared["wall0"] = time.perf_counter()
