@@ -112,10 +112,10 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
         keyword = keyword_found()
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
-    found = query.fetch_positions_and_tags(conn, list(scores))
-    scores = {rowid: score for rowid, score in scores.items() if rowid in found}
-    scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, tuning.neighbour_weight)
-    scores = boost_tagged(scores, {r: tags for r, (_, tags) in found.items()}, keyword_terms(text), tuning.tag_boost)
+    positions = query.fetch_positions(conn, list(scores))
+    scores = {rowid: score for rowid, score in scores.items() if rowid in positions}
+    scores = smooth_with_neighbours(scores, positions, tuning.neighbour_weight)
+    scores = boost_tagged(scores, _tagged(conn, list(scores), keyword_terms(text), tuning.tag_boost), tuning.tag_boost)
     best = rank(scores, limit)
     memories = query.fetch_memories(conn, [rowid for rowid, _ in best])
     hits = [Hit(memories[rowid][1], round(score, 6)) for rowid, score in best if rowid in memories]
@@ -126,6 +126,13 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     if stalled:
         warning = ((warning + "; ") if warning else "") + f"index of this project is incomplete: {stalled[0]}"
     return SearchResult(hits, "keyword" if vectors is None else "hybrid", warning)
+
+
+def _tagged(conn: Any, rowids: list[int], words: list[str], boost: float) -> set[int]:
+    """Those of ``rowids`` with a tag the query names (none to look up at boost 0)."""
+    if boost == 0 or not words or not rowids:
+        return set()
+    return {row[0] for row in conn.execute(*query.tagged_sql(rowids, words))}
 
 
 def _keyword_reason(index: Index) -> str:

@@ -160,16 +160,28 @@ def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, Mem
     return {row[0]: (row[1], row_to_memory(row[2:])) for row in rows}
 
 
-def fetch_positions_and_tags(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, tuple[str, ...]]]:
-    """Of the present memories among ``rowids``: position (``seq``) and tags, all that ranking
-    needs (whole rows are read only for the few results)."""
+def fetch_positions(conn: Any, rowids: Sequence[int]) -> dict[int, int]:
+    """Log positions (``seq``) of the present memories among ``rowids``: what neighbour
+    smoothing needs (whole rows are read only for the few results)."""
     if not rowids:
         return {}
     rows = conn.execute(
-        "SELECT rowid, seq, tags FROM memory WHERE present = 1 AND rowid IN (SELECT value FROM json_each(?))",
+        "SELECT rowid, seq FROM memory WHERE present = 1 AND rowid IN (SELECT value FROM json_each(?))",
         (orjson.dumps(list(rowids)).decode(),),
     )
-    return {row[0]: (row[1], tuple(orjson.loads(row[2] or "[]"))) for row in rows}
+    return dict(rows)
+
+
+def tagged_sql(rowids: Sequence[int], words: Sequence[str]) -> tuple[str, list[Any]]:
+    """Those of ``rowids`` having a tag equal to one of ``words`` (lower-cased, as
+    ``memory_tag`` holds tags): primary-key lookups, where reading and parsing every
+    candidate's tags took twice as long as their positions alone."""
+    marks = ", ".join("?" for _ in words)
+    sql = (
+        "SELECT DISTINCT memory_rowid FROM memory_tag "
+        f"WHERE memory_rowid IN (SELECT value FROM json_each(?)) AND tag IN ({marks})"
+    )
+    return sql, [orjson.dumps(list(rowids)).decode(), *words]
 
 
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that carry no topic: matching them only adds noise to bm25.
@@ -110,16 +110,10 @@ def smooth_with_neighbours(scores: Mapping[int, float], seq: Mapping[int, int], 
     return out
 
 
-def boost_tagged(
-    scores: Mapping[int, float], tags: Mapping[int, Sequence[str]], terms: Sequence[str], boost: float
-) -> dict[int, float]:
-    """Add ``boost`` to memories carrying a tag that the query names (``postgres``, a
-    person's name): a tag is the user's own statement of what a memory is about."""
-    wanted = set(terms)
-    return {
-        rowid: score + (boost if any(t.lower() in wanted for t in tags.get(rowid, ())) else 0.0)
-        for rowid, score in scores.items()
-    }
+def boost_tagged(scores: Mapping[int, float], tagged: Collection[int], boost: float) -> dict[int, float]:
+    """Add ``boost`` to the memories in ``tagged``: those carrying a tag that the query names
+    (``postgres``, a person's name). A tag is the user's own statement of what a memory is about."""
+    return {rowid: score + (boost if rowid in tagged else 0.0) for rowid, score in scores.items()}
 
 
 def rank(scores: Mapping[int, float], limit: int) -> list[tuple[int, float]]:

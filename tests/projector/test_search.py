@@ -27,6 +27,7 @@ from projector.query import (
     keyword_sql,
     prefix_sql,
     rescore_sql,
+    tagged_sql,
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
@@ -67,9 +68,8 @@ def test_neighbours_lend_part_of_their_score():
     assert smooth_with_neighbours(scores, seq, weight=0) == scores
 
 
-def test_tags_named_by_the_query_are_boosted_case_insensitively():
-    boosted = boost_tagged({1: 0.1, 2: 0.3}, {1: ("Caroline",), 2: ("work",)}, ["caroline", "art"], 0.5)
-    assert boosted == {1: 0.6, 2: 0.3}
+def test_tagged_memories_are_boosted():
+    assert boost_tagged({1: 0.1, 2: 0.3}, {1, 7}, 0.5) == {1: 0.6, 2: 0.3}
 
 
 def test_rank_orders_by_score_then_rowid_and_cuts_at_limit():
@@ -255,6 +255,7 @@ def test_every_builder_is_valid_sql_on_the_schema():
         coarse_vector_sql(vector, full, 10, 2),
         coarse_vector_sql(vector, replace(full, tags=()), 10, None),
         rescore_sql(vector, [1, 2], 10),
+        tagged_sql([1, 2], ["a", "b"]),
         context_sql(full, 10),
         count_sql(full),
         prefix_sql("acme", "abcdef"),
@@ -353,6 +354,16 @@ def test_tag_filter_is_any_of_and_case_insensitive(mode_index: Index, log: Event
     both = mode_index.search("release checklist", project="acme", tags=["release", "OPS"])
     assert set(hit_ids(both)) == {x.memory_id, y.memory_id}
     assert hit_ids(mode_index.search("release checklist", project="acme", tags=["nothing"])) == []
+
+
+def test_a_tag_the_query_names_lifts_that_memory_case_insensitively(mode_index: Index, log: EventLog):
+    tagged = save_at(log, "acme", "gallery visit notes, first", tags=["Caroline"])
+    other = save_at(log, "acme", "gallery visit notes, second", tags=["work"])
+    boosted = {h.memory.id: h.score for h in mode_index.search("caroline gallery", project="acme").hits}
+    mode_index.tuning = replace(mode_index.tuning, tag_boost=0.0)
+    plain = {h.memory.id: h.score for h in mode_index.search("caroline gallery", project="acme").hits}
+    assert boosted[tagged.memory_id] == pytest.approx(plain[tagged.memory_id] + 0.2)
+    assert boosted[other.memory_id] == pytest.approx(plain[other.memory_id])
 
 
 DECOY = "alpha beta gamma delta epsilon zeta eta theta"
