@@ -38,7 +38,6 @@ def has_vector_table(conn: Any) -> bool:
 def _clear_derived(conn: Any, rowid: int) -> None:
     # vec0 and FTS5 have no UPSERT: delete, then insert again.
     conn.execute("DELETE FROM memory_fts WHERE rowid = ?", (rowid,))
-    conn.execute("DELETE FROM memory_context_fts WHERE rowid = ?", (rowid,))
     conn.execute("DELETE FROM memory_tag WHERE memory_rowid = ?", (rowid,))
     conn.execute("DELETE FROM memory_embedding WHERE rowid = ?", (rowid,))
     if has_vector_table(conn):
@@ -79,8 +78,8 @@ def _upsert(conn: Any, op: UpsertMemory, vectors: Mapping[str, bytes], seq: int)
             (*values, rowid),
         )
         _clear_derived(conn, rowid)
-    # The full-text rows (own words, neighbour context) are written by context.refresh_fulltext
-    # once per batch, with the neighbour context only the whole batch can give.
+    # The full-text row is written by context.refresh_fulltext once per batch, with the
+    # neighbour context only the whole batch can give.
     conn.executemany(
         "INSERT OR IGNORE INTO memory_tag (memory_rowid, project, tag) VALUES (?, ?, ?)",
         [(rowid, e.project, tag.lower()) for tag in e.tags],

@@ -2,14 +2,12 @@
 just before and after it in the same project.
 
 Memories saved one after another usually belong to one conversation, and a short one is often
-only understood with its neighbours ("yes, that one, from Paris"). Each present memory has,
-beside its own full-text row (``memory_fts``), a row of ``memory_context_fts`` with the same
-rowid holding the content of up to ``CONTEXT_RADIUS`` present memories on each side (by
-``seq``, the log position). The two are ranked apart, so the neighbours' text neither adds to
-the length bm25 divides a memory's own words by, and their scores are combined with a lower
-weight for the context (hybrid.py). Measured on LoCoMo dev: recall@5/@10 0.640/0.739 ->
-0.715/0.800 (BENCHMARKS.md). Only keyword search uses it: embeddings stay of the memory
-alone, so a save still embeds one text and a neighbour's arrival embeds nothing.
+only understood with its neighbours ("yes, that one, from Paris"). Each full-text row holds,
+besides the memory's own content, a ``context`` column with the content of up to
+``CONTEXT_RADIUS`` present memories on each side (by ``seq``, the log position), searched
+with a lower bm25 weight than the memory's own words. Measured on LoCoMo dev: recall@5/@10
+0.640/0.739 -> 0.715/0.800 (BENCHMARKS.md). Only keyword search uses it: embeddings stay of
+the memory alone, so a save still embeds one text and a neighbour's arrival embeds nothing.
 
 The context is a function of the present memories of a project and their order, so whatever
 changes which memories are present (a save, a forget, a save after a forget) rewrites the
@@ -29,7 +27,7 @@ CONTEXT_RADIUS = 2  # measured: 1 gives 0.693/0.780, 2 gives 0.715/0.800, 3 give
 
 
 def join_context(neighbours: Sequence[str]) -> str:
-    """The context text for the contents of a memory's neighbours, in log order."""
+    """The context column's text for the contents of a memory's neighbours, in log order."""
     return "\n".join(neighbours)
 
 
@@ -103,39 +101,24 @@ def span_contexts(before: Sequence[Row], inside: Sequence[Row], after: Sequence[
     return {rows[i][0]: contexts[i] for i in range(first, stop)}
 
 
-def _in_chunks(rowids: Sequence[int]) -> Iterable[tuple[list[int], str]]:
-    """``rowids`` in chunks well under SQLite's bound-parameter limit, each with its marks."""
-    for start in range(0, len(rowids), 500):
-        chunk = list(rowids[start : start + 500])
-        yield chunk, ", ".join("?" for _ in chunk)
-
-
-def _write_own_words(conn: Any, rowids: Sequence[int]) -> None:
-    """Insert the own-words full-text row of each of ``rowids`` that has none (the memories
-    saved in this batch); a memory's own words change only with a save, which removed its row."""
-    for chunk, marks in _in_chunks(rowids):
-        stored = {r[0] for r in conn.execute(f"SELECT rowid FROM memory_fts WHERE rowid IN ({marks})", chunk)}
-        if len(stored) == len(chunk):
-            continue
-        missing = conn.execute(f"SELECT rowid, content, tags FROM memory WHERE rowid IN ({marks})", chunk).fetchall()
+def _write_fulltext(conn: Any, wanted: dict[int, str]) -> None:
+    """Give each row id its full-text row with the ``wanted`` context: insert the missing
+    rows (memories saved in this batch), rewrite those whose context changed, skip the rest
+    (FTS5 runs an UPDATE as a delete and an insert of the whole row)."""
+    rowids = list(wanted)
+    for start in range(0, len(rowids), 500):  # well under SQLite's bound-parameter limit
+        chunk = rowids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        stored = dict(conn.execute(f"SELECT rowid, context FROM memory_fts WHERE rowid IN ({marks})", chunk).fetchall())
+        missing = conn.execute(
+            f"SELECT rowid, content, tags FROM memory WHERE rowid IN ({marks})", chunk
+        ).fetchall() if len(stored) < len(chunk) else []
         conn.executemany(
-            "INSERT INTO memory_fts (rowid, content, tags) VALUES (?, ?, ?)",
-            [(r, content, " ".join(orjson.loads(tags or "[]"))) for r, content, tags in missing if r not in stored],
-        )
-
-
-def _write_contexts(conn: Any, wanted: dict[int, str]) -> None:
-    """Give each row id its context row with the ``wanted`` text: insert the missing ones,
-    rewrite those whose text changed, skip the rest (FTS5 runs an UPDATE as a delete and an
-    insert)."""
-    for chunk, marks in _in_chunks(list(wanted)):
-        stored = dict(conn.execute(f"SELECT rowid, context FROM memory_context_fts WHERE rowid IN ({marks})", chunk).fetchall())
-        conn.executemany(
-            "INSERT INTO memory_context_fts (rowid, context) VALUES (?, ?)",
-            [(r, wanted[r]) for r in chunk if r not in stored],
+            "INSERT INTO memory_fts (rowid, content, tags, context) VALUES (?, ?, ?, ?)",
+            [(r, content, " ".join(orjson.loads(tags or "[]")), wanted[r]) for r, content, tags in missing if r not in stored],
         )
         conn.executemany(
-            "UPDATE memory_context_fts SET context = ? WHERE rowid = ?",
+            "UPDATE memory_fts SET context = ? WHERE rowid = ?",
             [(wanted[r], r) for r in chunk if r in stored and stored[r] != wanted[r]],
         )
 
@@ -150,14 +133,13 @@ def refresh_fulltext(conn: Any, project: str, memory_ids: Iterable[str], radius:
     wanted: dict[int, str] = {}
     for first, last in windows(_changed_seqs(conn, project, memory_ids)):
         wanted.update(span_contexts(*_window_rows(conn, project, first, last, 2 * radius), radius))
-    _write_own_words(conn, list(wanted))
-    _write_contexts(conn, wanted)
+    _write_fulltext(conn, wanted)
 
 
 def stale_contexts(conn: Any, radius: int = CONTEXT_RADIUS) -> int:
     """How many present memories' context differs from what a replay computes (for verify)."""
     rows = conn.execute("SELECT project, rowid, content FROM memory WHERE present = 1 ORDER BY project, seq")
-    stored = dict(conn.execute("SELECT rowid, context FROM memory_context_fts").fetchall())
+    stored = dict(conn.execute("SELECT rowid, context FROM memory_fts").fetchall())
     stale = 0
     for _project, group in groupby(rows.fetchall(), key=itemgetter(0)):
         project_rows = list(group)

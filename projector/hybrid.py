@@ -60,7 +60,7 @@ KeywordScores = tuple[dict[int, float], dict[int, float]]  # bm25 by own words; 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> KeywordScores:
     """The ``depth`` best bm25 row ids by the memories' own words and, apart, by their
     neighbours' context, matching the query's rarest words within the budget. When even the
-    rarest word matches more rows than the budget in the two tables together (the context
+    rarest word matches more rows than the budget in the two columns together (the context
     holds each memory's words four more times), only the memories' own words are ranked."""
     words, budget = keyword_terms(text), tuning.keyword_budget
     if not words:
@@ -68,20 +68,20 @@ def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int
     if tuning.context_weight > 0:
         # Counts capped just over the budget choose the same words as exact ones unless even
         # the rarest word is over it, and then the context is left out below anyway.
-        own = _term_counts(conn, words, "memory_fts", cap=budget + 1)
-        context = _term_counts(conn, words, "memory_context_fts", cap=budget + 1)
+        own = _term_counts(conn, words, query.own_words, cap=budget + 1)
+        context = _term_counts(conn, words, query.neighbour_words, cap=budget + 1)
         together = {t: own[t] + context[t] for t in words}
         terms = affordable_terms(together, budget)
         if sum(together[t] for t in terms) <= budget:
             own_scores = _ranked(conn, query.keyword_sql, terms, filters, depth)
             return own_scores, _ranked(conn, query.neighbour_words_sql, terms, filters, depth)
-    own = _term_counts(conn, words, "memory_fts", cap=None)
+    own = _term_counts(conn, words, query.own_words, cap=None)
     return _ranked(conn, query.keyword_sql, affordable_terms(own, budget), filters, depth), {}
 
 
-def _term_counts(conn: Any, terms: list[str], table: str, cap: int | None) -> dict[str, int]:
-    """Rows of ``table`` each term matches (counting no further than ``cap``)."""
-    return {t: conn.execute(*query.term_count_sql(fts_any_of([t]), cap, table)).fetchone()[0] for t in terms}
+def _term_counts(conn: Any, terms: list[str], scope: Callable[[str], str], cap: int | None) -> dict[str, int]:
+    """Rows each term matches within ``scope`` (columns), counting no further than ``cap``."""
+    return {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])), cap)).fetchone()[0] for t in terms}
 
 
 SqlBuilder = Callable[[str, query.Filters, int], tuple[str, list[Any]]]  # (match, filters, depth)

@@ -48,29 +48,31 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _ranked_match_sql(table: str, weights: str, match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Row ids of ``table`` matching ``match`` with their bm25 relevance (higher is better),
-    ordered by FTS5's ``rank`` so that FTS5 sorts its matches itself and the join to ``memory``
-    stops at ``depth`` rows that meet the filters."""
+def _ranked_match_sql(weights: str, match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
+    """Row ids matching ``match`` with their bm25 relevance (higher is better) under column
+    ``weights``, ordered by FTS5's ``rank`` so that FTS5 sorts its matches itself and the join
+    to ``memory`` stops at ``depth`` rows that meet the filters."""
     where, params = filter_sql(f)
     sql = (
-        f"SELECT {table}.rowid, -{table}.rank FROM {table} JOIN memory m ON m.rowid = {table}.rowid "
-        f"WHERE {table} MATCH ? AND {table}.rank MATCH 'bm25({weights})' AND m.present = 1 AND {where} "
-        f"ORDER BY {table}.rank LIMIT ?"
+        "SELECT memory_fts.rowid, -memory_fts.rank FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+        f"WHERE memory_fts MATCH ? AND memory_fts.rank MATCH 'bm25({weights})' AND m.present = 1 AND {where} "
+        "ORDER BY memory_fts.rank LIMIT ?"
     )
     return sql, [match, *params, depth]
 
 
 def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
     """Row ids whose own words (content, and tags at half weight) match ``match``, best
-    ``depth`` by bm25, with that relevance."""
-    return _ranked_match_sql("memory_fts", "1.0, 0.5", match, f, depth)
+    ``depth`` by bm25, with that relevance. bm25 still divides by the length of the whole row,
+    the neighbours' context included: measured on LoCoMo, a table of the own words alone
+    (normalised by their length only) lost 0.02 of recall@10 (BENCHMARKS.md)."""
+    return _ranked_match_sql("1.0, 0.5, 0.0", own_words(match), f, depth)
 
 
 def neighbour_words_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Row ids whose neighbours' context matches ``match``, best ``depth`` by bm25 over the
-    context table alone (so its length does not weigh on a memory's own words)."""
-    return _ranked_match_sql("memory_context_fts", "1.0", match, f, depth)
+    """Row ids whose neighbours' context matches ``match``, best ``depth`` by the bm25 of
+    the context column alone, with that relevance."""
+    return _ranked_match_sql("0.0, 0.0, 1.0", neighbour_words(match), f, depth)
 
 
 def epoch_ms(iso: str) -> int:
@@ -84,16 +86,20 @@ def epoch_ms(iso: str) -> int:
     return -(-micros // 1000)
 
 
-FULLTEXT_TABLES = ("memory_fts", "memory_context_fts")  # own words; neighbours' context
+def own_words(match: str) -> str:
+    """``match`` restricted to a memory's own content and tags (not its neighbours' context)."""
+    return "{content tags} : (" + match + ")"
 
 
-def term_count_sql(term_match: str, cap: int | None = None, table: str = "memory_fts") -> tuple[str, list[Any]]:
-    """How many rows of ``table`` (of every project) match ``term_match``, counting no further
-    than ``cap``: cheap, FTS5 counts without ranking (and a cap stops the walk through a common
-    word's rows)."""
-    if table not in FULLTEXT_TABLES:
-        raise ValueError(f"not a full-text table: {table!r}")
-    sql = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)"
+def neighbour_words(match: str) -> str:
+    """``match`` restricted to the neighbours' context column."""
+    return "{context} : (" + match + ")"
+
+
+def term_count_sql(term_match: str, cap: int | None = None) -> tuple[str, list[Any]]:
+    """How many rows (of every project) match ``term_match``, counting no further than ``cap``:
+    cheap, FTS5 counts without ranking (and a cap stops the walk through a common word's rows)."""
+    sql = "SELECT count(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?)"
     return sql, [term_match, -1 if cap is None else cap]
 
 

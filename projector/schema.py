@@ -3,8 +3,7 @@ of another version is rebuilt from the logs, never migrated by hand."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 2: tracking holds a backend's mark; 3: neighbour context, binary codes in vec0, floats beside it;
-# 4: the neighbour context in a full-text table of its own
+SCHEMA_VERSION = 3  # 2: tracking holds a backend's mark; 3: neighbour context, binary codes in vec0, floats beside it
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -39,17 +38,9 @@ CREATE TABLE IF NOT EXISTS memory_tag (
     PRIMARY KEY (memory_rowid, tag)
 );
 CREATE INDEX IF NOT EXISTS memory_tag_by_project ON memory_tag (project, tag);
--- A memory's own words.
+-- context: the content of the memories saved around this one (projector/context.py).
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
-    content, tags,
-    tokenize = 'porter unicode61 remove_diacritics 2'
-);
--- The content of the memories saved around each present one (projector/context.py), same rowid.
--- A table of its own so that bm25's length normalisation of a memory's own words does not
--- count its neighbours' text: in one row, a memory with fewer neighbours (at the end of the
--- log) gained over the one that says the searched word.
-CREATE VIRTUAL TABLE IF NOT EXISTS memory_context_fts USING fts5(
-    context,
+    content, tags, context,
     tokenize = 'porter unicode61 remove_diacritics 2'
 );
 -- The float32 embedding of each memory that has one, read only to re-score the few candidates

@@ -73,8 +73,6 @@ def _derived_differences(conn: Any, vectors_expected: bool) -> list[str]:
     checks = {
         "present memories without full-text row": "SELECT count(*) FROM memory WHERE present = 1 AND rowid NOT IN (SELECT rowid FROM memory_fts)",
         "full-text rows of absent memories": "SELECT count(*) FROM memory_fts WHERE rowid NOT IN (SELECT rowid FROM memory WHERE present = 1)",
-        "present memories without neighbour-context row": "SELECT count(*) FROM memory WHERE present = 1 AND rowid NOT IN (SELECT rowid FROM memory_context_fts)",
-        "neighbour-context rows of absent memories": "SELECT count(*) FROM memory_context_fts WHERE rowid NOT IN (SELECT rowid FROM memory WHERE present = 1)",
         "tag rows of absent memories": "SELECT count(*) FROM memory_tag WHERE memory_rowid NOT IN (SELECT rowid FROM memory WHERE present = 1)",
     }
     if has_vector_table(conn):
@@ -90,7 +88,7 @@ def _derived_differences(conn: Any, vectors_expected: bool) -> list[str]:
             out.append(f"{n} {label}")
     stale = stale_contexts(conn)
     if stale:
-        out.append(f"{stale} memories with a stale neighbour context")
+        out.append(f"{stale} full-text rows with a stale neighbour context")
     return out
 
 

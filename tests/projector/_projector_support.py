@@ -162,12 +162,11 @@ def derived_problems(conn: Any, vectors_expected: bool) -> list[str]:
 
 
 def _context_problems(conn: Any) -> list[str]:
-    """Context rows missing, extra, or not the ones a replay of the present rows gives."""
+    """Full-text rows whose neighbour context is not the one a replay of the present rows gives."""
     from projector.context import contexts_in_order
 
-    stored = dict(conn.execute("SELECT rowid, context FROM memory_context_fts"))
-    present = {r[0] for r in conn.execute("SELECT rowid FROM memory WHERE present = 1")}
-    problems = [] if set(stored) == present else [f"context rows {sorted(stored)} != present rows {sorted(present)}"]
+    stored = dict(conn.execute("SELECT rowid, context FROM memory_fts"))
+    problems = []
     for (project,) in conn.execute("SELECT DISTINCT project FROM memory WHERE present = 1").fetchall():
         rows = conn.execute(
             "SELECT rowid, content FROM memory WHERE project = ? AND present = 1 ORDER BY seq", (project,)

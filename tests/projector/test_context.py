@@ -20,11 +20,11 @@ from projector.query import Filters, keyword_sql, neighbour_words_sql
 def context_of(index: Index, project: str, memory_id: str) -> str:
     conn = index._connection()
     row = conn.execute(
-        "SELECT f.context FROM memory_context_fts f JOIN memory m ON m.rowid = f.rowid"
+        "SELECT f.context FROM memory_fts f JOIN memory m ON m.rowid = f.rowid"
         " WHERE m.project = ? AND m.memory_id = ?",
         (project, memory_id),
     ).fetchone()
-    assert row is not None, "no context row"
+    assert row is not None, "no full-text row"
     return str(row[0])
 
 
@@ -93,7 +93,7 @@ def test_verify_reports_a_stale_context(log: EventLog, index: Index):
     ids = save_all(log, index, ["one", "two"])
     conn = index._connection()
     conn.execute(
-        "UPDATE memory_context_fts SET context = 'wrong' WHERE rowid = (SELECT rowid FROM memory WHERE memory_id = ?)",
+        "UPDATE memory_fts SET context = 'wrong' WHERE rowid = (SELECT rowid FROM memory WHERE memory_id = ?)",
         (ids[0],),
     )
     report = index.verify()
@@ -136,18 +136,11 @@ def test_a_word_over_the_budget_with_the_context_is_matched_in_the_memories_own_
     assert {h.memory.id for h in index.search("billing", project="acme").hits} == {ids[0], ids[3]}
 
 
-def test_the_own_words_and_the_neighbours_words_are_ranked_in_tables_of_their_own():
+def test_the_own_words_and_the_neighbours_words_are_ranked_apart():
     sql, params = keyword_sql('"x"', Filters("p"), 10)
-    assert "FROM memory_fts " in sql and "rank MATCH 'bm25(1.0, 0.5)'" in sql and params[0] == '"x"'
+    assert "rank MATCH 'bm25(1.0, 0.5, 0.0)'" in sql and params[0] == '{content tags} : ("x")'
     sql, params = neighbour_words_sql('"x"', Filters("p"), 10)
-    assert "FROM memory_context_fts " in sql and "rank MATCH 'bm25(1.0)'" in sql and params[0] == '"x"'
-
-
-def test_a_missing_context_row_is_reported_by_verify(log: EventLog, index: Index):
-    ids = save_all(log, index, ["one", "two"])
-    conn = index._connection()
-    conn.execute("DELETE FROM memory_context_fts WHERE rowid = (SELECT rowid FROM memory WHERE memory_id = ?)", (ids[0],))
-    assert any("without neighbour-context row" in d for d in index.verify().differences)
+    assert "rank MATCH 'bm25(0.0, 0.0, 1.0)'" in sql and params[0] == '{context} : ("x")'
 
 
 @pytest.mark.parametrize("fusion", ["sum", "scaled"])

@@ -171,7 +171,7 @@ def test_keyword_sql_filters_inside_the_candidate_query():
     sql, params = keyword_sql('"fox"', Filters("acme", ("t",), 3), 50)
     assert "memory_fts MATCH ?" in sql and "m.present = 1" in sql and "m.importance >= ?" in sql
     assert "tag IN (?)" in sql and sql.endswith("LIMIT ?")
-    assert params == ['"fox"', "acme", 3, "acme", "t", 50]
+    assert params == ['{content tags} : ("fox")', "acme", 3, "acme", "t", 50]
 
 
 def test_coarse_vector_sql_filters_inside_the_knn():
@@ -267,8 +267,8 @@ def test_every_builder_is_valid_sql_on_the_schema():
     for sql, params in [
         keyword_sql('"fox"', full, 10),
         neighbour_words_sql('"fox"', full, 10),
-        term_count_sql('"fox"', 5, "memory_fts"),
-        term_count_sql('"fox"', None, "memory_context_fts"),
+        term_count_sql('{context} : ("fox")', 5),
+        term_count_sql('"fox"', None),
         coarse_vector_sql(vector, full, 10, 2),
         coarse_vector_sql(vector, replace(full, tags=()), 10, None),
         rescore_sql(vector, [1, 2], 10),
