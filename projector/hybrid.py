@@ -10,22 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import (
-    add_scores,
-    affordable_terms,
-    boost_tagged,
-    code_distance_caps,
-    fts_any_of,
-    fuse_scores,
-    keyword_terms,
-    rank,
-    smooth_with_neighbours,
-)
+from .search import affordable_terms, boost_tagged, code_distance_caps, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
@@ -43,10 +33,7 @@ class SearchTuning:
     keyword_weight: float = 0.5  # share of the scaled bm25 score; the rest is cosine
     neighbour_weight: float = 0.3  # share of the neighbours' scores a memory gains
     tag_boost: float = 0.2  # added when the query names one of the memory's tags
-    context_weight: float = 0.5  # weight of the neighbours' words (a memory's own words: 1.0)
-    # How the two bm25 scores meet: "sum" adds them (context at its weight) before the keyword
-    # side is scaled; "scaled" scales each on its own first, so the context is a third score.
-    context_fusion: Literal["sum", "scaled"] = "sum"
+    context_weight: float = 0.5  # bm25 weight of the neighbours' text (own content: 1.0)
     keyword_budget: int = 3000  # rows bm25 may rank; the commonest query words go beyond it
     # Binary-code candidates per vector candidate, re-scored exactly. 2 against 4: LoCoMo recall
     # the same (0.713/0.799 vs 0.714/0.798), the vector side ~1 ms faster at 10k and ~2 ms at
@@ -54,53 +41,35 @@ class SearchTuning:
     oversample: int = 2
 
 
-KeywordScores = tuple[dict[int, float], dict[int, float]]  # bm25 by own words; by neighbours' words
-
-
-def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> KeywordScores:
-    """The ``depth`` best bm25 row ids by the memories' own words and, apart, by their
-    neighbours' context, matching the query's rarest words within the budget. When even the
-    rarest word matches more rows than the budget in the two columns together (the context
-    holds each memory's words four more times), only the memories' own words are ranked."""
-    words, budget = keyword_terms(text), tuning.keyword_budget
+def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> dict[int, float]:
+    """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget.
+    When even the rarest word is over the budget counting the neighbours' context (which holds
+    each memory's words four more times), only the memories' own words are matched."""
+    words, weight, budget = keyword_terms(text), tuning.context_weight, tuning.keyword_budget
     if not words:
-        return {}, {}
-    if tuning.context_weight > 0:
+        return {}
+    terms, over = words, True
+    if weight > 0:
         # Counts capped just over the budget choose the same words as exact ones unless even
         # the rarest word is over it, and then the context is left out below anyway.
-        own = _term_counts(conn, words, query.own_words, cap=budget + 1)
-        context = _term_counts(conn, words, query.neighbour_words, cap=budget + 1)
-        together = {t: own[t] + context[t] for t in words}
-        terms = affordable_terms(together, budget)
-        if sum(together[t] for t in terms) <= budget:
-            own_scores = _ranked(conn, query.keyword_sql, terms, filters, depth)
-            return own_scores, _ranked(conn, query.neighbour_words_sql, terms, filters, depth)
-    own = _term_counts(conn, words, query.own_words, cap=None)
-    return _ranked(conn, query.keyword_sql, affordable_terms(own, budget), filters, depth), {}
-
-
-def _term_counts(conn: Any, terms: list[str], scope: Callable[[str], str], cap: int | None) -> dict[str, int]:
-    """Rows each term matches within ``scope`` (columns), counting no further than ``cap``."""
-    return {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])), cap)).fetchone()[0] for t in terms}
-
-
-SqlBuilder = Callable[[str, query.Filters, int], tuple[str, list[Any]]]  # (match, filters, depth)
-
-
-def _ranked(conn: Any, sql_for: SqlBuilder, terms: list[str], filters: query.Filters, depth: int) -> dict[int, float]:
-    """Row id -> bm25 of the ``depth`` best rows matching any of ``terms`` (none: nothing)."""
+        terms, over = _within_budget(conn, words, budget, lambda match: match, cap=budget + 1)
+    if over:
+        terms, _ = _within_budget(conn, words, budget, query.own_words, cap=None)
+        weight = 0.0
     if not terms:
         return {}
-    sql, params = sql_for(fts_any_of(terms), filters, depth)
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
-def _fuse(keyword: KeywordScores, vector: dict[int, float] | None, tuning: SearchTuning) -> dict[int, float]:
-    """Own words, neighbours' words and cosine as one score (``tuning.context_fusion``)."""
-    own, context = keyword
-    if tuning.context_fusion == "scaled":
-        return fuse_scores(own, vector, tuning.keyword_weight, context, tuning.context_weight)
-    return fuse_scores(add_scores(own, context, tuning.context_weight), vector, tuning.keyword_weight)
+def _within_budget(
+    conn: Any, terms: list[str], budget: int, scope: Callable[[str], str], cap: int | None
+) -> tuple[list[str], bool]:
+    """The terms to rank (``affordable_terms`` of their row counts within ``scope``), and
+    whether they still match more rows than ``budget``."""
+    counts = {t: conn.execute(*query.term_count_sql(scope(fts_any_of([t])), cap)).fetchone()[0] for t in terms}
+    kept = affordable_terms(counts, budget)
+    return kept, sum(counts[t] for t in kept) > budget
 
 
 def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int) -> list[int]:
@@ -142,7 +111,7 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     finally:
         keyword = keyword_found()
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
-    scores = _fuse(keyword, vector, tuning)
+    scores = fuse_scores(keyword, vector, tuning.keyword_weight)
     found = query.fetch_positions_and_tags(conn, list(scores))
     scores = {rowid: score for rowid, score in scores.items() if rowid in found}
     scores = smooth_with_neighbours(scores, {r: seq for r, (seq, _) in found.items()}, tuning.neighbour_weight)

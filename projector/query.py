@@ -48,31 +48,21 @@ def filter_sql(f: Filters, alias: str = "m") -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _ranked_match_sql(weights: str, match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Row ids matching ``match`` with their bm25 relevance (higher is better) under column
-    ``weights``, ordered by FTS5's ``rank`` so that FTS5 sorts its matches itself and the join
-    to ``memory`` stops at ``depth`` rows that meet the filters."""
+def keyword_sql(match: str, f: Filters, depth: int, context_weight: float = 0.5) -> tuple[str, list[Any]]:
+    """Row ids matching ``match`` with their bm25 relevance (higher is better; content
+    weighted above tags and the neighbours' context; a context weight of 0 leaves the
+    context out of matching too). Ordered by FTS5's ``rank`` so that FTS5 sorts its matches
+    itself and the join to ``memory`` stops at ``depth`` rows that meet the filters."""
     where, params = filter_sql(f)
+    if context_weight == 0:
+        match = own_words(match)
+    weights = f"1.0, 0.5, {float(context_weight)!r}"
     sql = (
         "SELECT memory_fts.rowid, -memory_fts.rank FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
         f"WHERE memory_fts MATCH ? AND memory_fts.rank MATCH 'bm25({weights})' AND m.present = 1 AND {where} "
         "ORDER BY memory_fts.rank LIMIT ?"
     )
     return sql, [match, *params, depth]
-
-
-def keyword_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Row ids whose own words (content, and tags at half weight) match ``match``, best
-    ``depth`` by bm25, with that relevance. bm25 still divides by the length of the whole row,
-    the neighbours' context included: measured on LoCoMo, a table of the own words alone
-    (normalised by their length only) lost 0.02 of recall@10 (BENCHMARKS.md)."""
-    return _ranked_match_sql("1.0, 0.5, 0.0", own_words(match), f, depth)
-
-
-def neighbour_words_sql(match: str, f: Filters, depth: int) -> tuple[str, list[Any]]:
-    """Row ids whose neighbours' context matches ``match``, best ``depth`` by the bm25 of
-    the context column alone, with that relevance."""
-    return _ranked_match_sql("0.0, 0.0, 1.0", neighbour_words(match), f, depth)
 
 
 def epoch_ms(iso: str) -> int:
@@ -89,11 +79,6 @@ def epoch_ms(iso: str) -> int:
 def own_words(match: str) -> str:
     """``match`` restricted to a memory's own content and tags (not its neighbours' context)."""
     return "{content tags} : (" + match + ")"
-
-
-def neighbour_words(match: str) -> str:
-    """``match`` restricted to the neighbours' context column."""
-    return "{context} : (" + match + ")"
 
 
 def term_count_sql(term_match: str, cap: int | None = None) -> tuple[str, list[Any]]:

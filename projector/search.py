@@ -77,27 +77,11 @@ def min_max(scores: Mapping[int, float]) -> dict[int, float]:
     return {rowid: (s - lo) / (hi - lo) for rowid, s in scores.items()}
 
 
-def add_scores(scores: Mapping[int, float], more: Mapping[int, float], weight: float) -> dict[int, float]:
-    """``scores`` plus ``weight`` x ``more``, over the row ids of either (missing counts 0)."""
-    return {rowid: scores.get(rowid, 0.0) + weight * more.get(rowid, 0.0) for rowid in scores.keys() | more.keys()}
-
-
-def fuse_scores(
-    keyword: Mapping[int, float],
-    vector: Mapping[int, float] | None,
-    keyword_weight: float,
-    context: Mapping[int, float] | None = None,
-    context_weight: float = 0.0,
-) -> dict[int, float]:
+def fuse_scores(keyword: Mapping[int, float], vector: Mapping[int, float] | None, keyword_weight: float) -> dict[int, float]:
     """Convex combination of min-max scaled keyword (bm25) and vector (cosine) scores.
     Measured on LoCoMo dev: better than reciprocal rank fusion, which throws the scores'
-    margins away (BENCHMARKS.md).
-
-    ``context`` (bm25 of the neighbours' words), when given, is scaled on its own and added to
-    the scaled keyword side at ``context_weight`` (relative to the memory's own words, 1.0)."""
+    margins away (BENCHMARKS.md)."""
     kw = min_max(keyword)
-    if context is not None:
-        kw = add_scores(kw, min_max(context), context_weight)
     if vector is None:
         return kw
     vec = min_max(vector)

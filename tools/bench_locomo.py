@@ -89,10 +89,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-ABLATIONS: dict[str, dict[str, float | str]] = {
+ABLATIONS: dict[str, dict[str, float]] = {
     "default": {},
     "no neighbour smoothing": {"neighbour_weight": 0.0},
-    "no neighbour context (keyword table)": {"context_weight": 0.0},
+    "no neighbour context (keyword column)": {"context_weight": 0.0},
     "no tag boost": {"tag_boost": 0.0},
     "plain score fusion (neither)": {"neighbour_weight": 0.0, "tag_boost": 0.0},
     "keyword weight 0.3": {"keyword_weight": 0.3},
@@ -103,9 +103,6 @@ ABLATIONS: dict[str, dict[str, float | str]] = {
     "neighbour weight 0.4": {"neighbour_weight": 0.4},
     "context weight 0.3": {"context_weight": 0.3},
     "context weight 0.7": {"context_weight": 0.7},
-    "context scaled apart, weight 0.3": {"context_fusion": "scaled", "context_weight": 0.3},
-    "context scaled apart, weight 0.5": {"context_fusion": "scaled", "context_weight": 0.5},
-    "context scaled apart, weight 0.7": {"context_fusion": "scaled", "context_weight": 0.7},
     "vector oversample 2": {"oversample": 2},
     "vector oversample 8": {"oversample": 8},
 }

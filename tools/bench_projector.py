@@ -152,7 +152,7 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         vectors = timed("query embedding (the model; a search runs it beside the keyword step)",
                         lambda: index._embed([q], cached=False))
         vector = timed("vector candidates (vec0 KNN)", lambda: hybrid._vector_candidates(conn, vectors[0], filters, depth, tuning.oversample))
-        timed("fetch candidate ranking fields", lambda: query.fetch_positions_and_tags(conn, list(keyword[0].keys() | keyword[1].keys() | vector.keys())))
+        timed("fetch candidate ranking fields", lambda: query.fetch_positions_and_tags(conn, list(keyword.keys() | vector.keys())))
         timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
     index.close()
     return {name: statistics.median(values) for name, values in steps.items()}

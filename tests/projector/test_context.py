@@ -14,7 +14,7 @@ from _projector_support import derived_problems
 from eventlog import EventLog
 from projector import Index
 from projector.context import contexts_in_order, join_context, refresh_fulltext, span_contexts, windows
-from projector.query import Filters, keyword_sql, neighbour_words_sql
+from projector.query import Filters, keyword_sql
 
 
 def context_of(index: Index, project: str, memory_id: str) -> str:
@@ -136,23 +136,11 @@ def test_a_word_over_the_budget_with_the_context_is_matched_in_the_memories_own_
     assert {h.memory.id for h in index.search("billing", project="acme").hits} == {ids[0], ids[3]}
 
 
-def test_the_own_words_and_the_neighbours_words_are_ranked_apart():
-    sql, params = keyword_sql('"x"', Filters("p"), 10)
-    assert "rank MATCH 'bm25(1.0, 0.5, 0.0)'" in sql and params[0] == '{content tags} : ("x")'
-    sql, params = neighbour_words_sql('"x"', Filters("p"), 10)
-    assert "rank MATCH 'bm25(0.0, 0.0, 1.0)'" in sql and params[0] == '{context} : ("x")'
-
-
-@pytest.mark.parametrize("fusion", ["sum", "scaled"])
-@pytest.mark.parametrize("weight", [0.3, 0.5, 0.7])
-def test_a_word_of_its_own_wins_whatever_the_context_weight_and_fusion(log: EventLog, index: Index, weight: float, fusion: Any):
-    """With the context in a table of its own, its length no longer helps a neighbour: the
-    memory that says a rare word stays first at every context weight measured (BENCHMARKS.md;
-    one row's weight 0.7 failed this)."""
-    index.tuning = replace(index.tuning, context_weight=weight, context_fusion=fusion)
-    ids = save_all(log, index, [f"Fact {n} from writer w{n % 3}: token t{n} was recorded." for n in range(8)])
-    for n, memory_id in enumerate(ids):
-        assert [h.memory.id for h in index.search(f"t{n}", project="acme", limit=1).hits] == [memory_id]
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_keyword_sql_weights_the_context_column(weight: float):
+    sql, params = keyword_sql('"x"', Filters("p"), 10, context_weight=weight)
+    assert f"rank MATCH 'bm25(1.0, 0.5, {weight!r})'" in sql
+    assert params[0] == ('{content tags} : ("x")' if weight == 0 else '"x"')
 
 
 # -- scores do not depend on what else this process has indexed ------------------------------

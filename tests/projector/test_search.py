@@ -25,14 +25,11 @@ from projector.query import (
     epoch_ms,
     filter_sql,
     keyword_sql,
-    neighbour_words_sql,
     prefix_sql,
     rescore_sql,
-    term_count_sql,
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
-    add_scores,
     affordable_terms,
     boost_tagged,
     code_distance_caps,
@@ -60,17 +57,6 @@ def test_fuse_scores_is_a_convex_combination_of_scaled_sides():
 
 def test_fuse_scores_without_vectors_is_the_scaled_keyword_side():
     assert fuse_scores({1: 5.0, 2: 1.0}, None, keyword_weight=0.5) == {1: 1.0, 2: 0.0}
-
-
-def test_fuse_scores_adds_the_context_scaled_on_its_own_to_the_keyword_side():
-    fused = fuse_scores({1: 10.0, 2: 0.0}, None, keyword_weight=0.5, context={2: 3.0, 3: 1.0}, context_weight=0.5)
-    assert fused == {1: 1.0, 2: 0.5, 3: 0.0}
-    fused = fuse_scores({1: 10.0, 2: 0.0}, {1: 0.5, 3: 0.9}, keyword_weight=0.5, context={3: 2.0}, context_weight=0.4)
-    assert fused == pytest.approx({1: 0.5, 2: 0.0, 3: 0.7})
-
-
-def test_add_scores_counts_a_missing_score_as_zero():
-    assert add_scores({1: 2.0, 2: 1.0}, {2: 4.0, 3: 1.0}, 0.5) == {1: 2.0, 2: 3.0, 3: 0.5}
 
 
 def test_neighbours_lend_part_of_their_score():
@@ -171,7 +157,7 @@ def test_keyword_sql_filters_inside_the_candidate_query():
     sql, params = keyword_sql('"fox"', Filters("acme", ("t",), 3), 50)
     assert "memory_fts MATCH ?" in sql and "m.present = 1" in sql and "m.importance >= ?" in sql
     assert "tag IN (?)" in sql and sql.endswith("LIMIT ?")
-    assert params == ['{content tags} : ("fox")', "acme", 3, "acme", "t", 50]
+    assert params == ['"fox"', "acme", 3, "acme", "t", 50]
 
 
 def test_coarse_vector_sql_filters_inside_the_knn():
@@ -266,9 +252,6 @@ def test_every_builder_is_valid_sql_on_the_schema():
     vector = bytes(32)
     for sql, params in [
         keyword_sql('"fox"', full, 10),
-        neighbour_words_sql('"fox"', full, 10),
-        term_count_sql('{context} : ("fox")', 5),
-        term_count_sql('"fox"', None),
         coarse_vector_sql(vector, full, 10, 2),
         coarse_vector_sql(vector, replace(full, tags=()), 10, None),
         rescore_sql(vector, [1, 2], 10),
