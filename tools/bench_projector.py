@@ -94,6 +94,12 @@ def _fresh_cache(root: str) -> Path:
     return path
 
 
+def _close_and_drop_cache(index: Any) -> None:
+    """Close a searching child's index and remove its ``_fresh_cache`` directory from the store."""
+    index.close()
+    shutil.rmtree(index._cache_path.parent, ignore_errors=True)
+
+
 def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, spawned_at: float) -> dict[str, Any]:
     from synth import Synth
 
@@ -114,7 +120,7 @@ def child_search(root: str, embedder_kind: str, queries_seed: int, count: int, s
         latencies.append((time.perf_counter() - t) * 1000)
         modes.add(result.mode)
     latencies.sort()
-    index.close()
+    _close_and_drop_cache(index)
     return {
         "first_result_s": first_at - spawned_at, "python_start_s": imported - spawned_at,
         "first_hits": len(first.hits), "modes": sorted(modes),
@@ -154,7 +160,7 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         vector = timed("vector candidates (vec0 KNN)", lambda: hybrid._vector_candidates(conn, vectors[0], filters, depth, tuning.oversample))
         timed("fetch candidate ranking fields", lambda: query.fetch_positions(conn, list(keyword.keys() | vector.keys())))
         timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
-    index.close()
+    _close_and_drop_cache(index)
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
