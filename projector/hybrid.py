@@ -112,10 +112,10 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
         keyword = keyword_found()
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
     scores = fuse_scores(keyword, vector, tuning.keyword_weight)
-    positions = query.fetch_positions(conn, list(scores))
+    positions, tagged = _ranking_fields(conn, list(scores), keyword_terms(text))
     scores = {rowid: score for rowid, score in scores.items() if rowid in positions}
     scores = smooth_with_neighbours(scores, positions, tuning.neighbour_weight)
-    scores = boost_tagged(scores, _tagged(conn, list(scores), keyword_terms(text), tuning.tag_boost), tuning.tag_boost)
+    scores = boost_tagged(scores, tagged, tuning.tag_boost)
     best = rank(scores, limit)
     memories = query.fetch_memories(conn, [rowid for rowid, _ in best])
     hits = [Hit(memories[rowid][1], round(score, 6)) for rowid, score in best if rowid in memories]
@@ -128,11 +128,12 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     return SearchResult(hits, "keyword" if vectors is None else "hybrid", warning)
 
 
-def _tagged(conn: Any, rowids: list[int], words: list[str], boost: float) -> set[int]:
-    """Those of ``rowids`` with a tag the query names (none to look up at boost 0)."""
-    if boost == 0 or not words or not rowids:
-        return set()
-    return {row[0] for row in conn.execute(*query.tagged_sql(rowids, words))}
+def _ranking_fields(conn: Any, rowids: list[int], words: list[str]) -> tuple[dict[int, int], set[int]]:
+    """The present ones of ``rowids`` with their log positions, and those with a tag the query names."""
+    if not rowids:
+        return {}, set()
+    rows = conn.execute(*query.ranking_fields_sql(rowids, words)).fetchall()
+    return {row[0]: row[1] for row in rows}, {row[0] for row in rows if row[2]}
 
 
 def _keyword_reason(index: Index) -> str:

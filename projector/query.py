@@ -126,7 +126,7 @@ def rescore_sql(vector: bytes, rowids: Sequence[int], depth: int) -> tuple[str, 
         "SELECT rowid, 1.0 - vec_distance_cosine(vector, ?) AS similarity FROM memory_embedding "
         "WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY similarity DESC, rowid LIMIT ?"
     )
-    return sql, [vector, orjson.dumps(list(rowids)).decode(), depth]
+    return sql, [vector, json_ids(rowids), depth]
 
 
 # Positions in a ``state_sql`` row of what deciding between it and newer events needs.
@@ -160,28 +160,23 @@ def fetch_memories(conn: Any, rowids: Sequence[int]) -> dict[int, tuple[int, Mem
     return {row[0]: (row[1], row_to_memory(row[2:])) for row in rows}
 
 
-def fetch_positions(conn: Any, rowids: Sequence[int]) -> dict[int, int]:
-    """Log positions (``seq``) of the present memories among ``rowids``: what neighbour
-    smoothing needs (whole rows are read only for the few results)."""
-    if not rowids:
-        return {}
-    rows = conn.execute(
-        "SELECT rowid, seq FROM memory WHERE present = 1 AND rowid IN (SELECT value FROM json_each(?))",
-        (orjson.dumps(list(rowids)).decode(),),
-    )
-    return dict(rows)
+def json_ids(rowids: Sequence[int]) -> str:
+    """Row ids as one JSON list, bound as one parameter and read with ``json_each``: any number
+    of candidates without SQLite's limit on bound parameters."""
+    return orjson.dumps(list(rowids)).decode()
 
 
-def tagged_sql(rowids: Sequence[int], words: Sequence[str]) -> tuple[str, list[Any]]:
-    """Those of ``rowids`` having a tag equal to one of ``words`` (lower-cased, as
-    ``memory_tag`` holds tags): primary-key lookups, where reading and parsing every
-    candidate's tags took twice as long as their positions alone."""
+def ranking_fields_sql(rowids: Sequence[int], words: Sequence[str]) -> tuple[str, list[Any]]:
+    """Of the present memories among ``rowids``: row id, log position (``seq``, for neighbour
+    smoothing) and whether one of its tags equals one of ``words`` (lower-cased, as
+    ``memory_tag`` holds tags; a primary-key lookup, where parsing every candidate's tags took
+    as long again as the rest). Whole rows are read only for the few results."""
     marks = ", ".join("?" for _ in words)
     sql = (
-        "SELECT DISTINCT memory_rowid FROM memory_tag "
-        f"WHERE memory_rowid IN (SELECT value FROM json_each(?)) AND tag IN ({marks})"
+        "SELECT m.rowid, m.seq, EXISTS (SELECT 1 FROM memory_tag t WHERE t.memory_rowid = m.rowid "
+        f"AND t.tag IN ({marks})) FROM memory m WHERE m.present = 1 AND m.rowid IN (SELECT value FROM json_each(?))"
     )
-    return sql, [orjson.dumps(list(rowids)).decode(), *words]
+    return sql, [*words, json_ids(rowids)]
 
 
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:

@@ -137,6 +137,7 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
 
     from eventlog import EventLog
     from projector import Index, hybrid, query
+    from projector.search import keyword_terms
 
     queries = Synth(queries_seed).queries(count + 1)
     index = Index(EventLog(root), _make_embedder(embedder_kind), cache_path=_fresh_cache(root))
@@ -158,7 +159,7 @@ def child_breakdown(root: str, embedder_kind: str, queries_seed: int, count: int
         vectors = timed("query embedding (the model; a search runs it beside the keyword step)",
                         lambda: index._embed([q], cached=False))
         vector = timed("vector candidates (vec0 KNN)", lambda: hybrid._vector_candidates(conn, vectors[0], filters, depth, tuning.oversample))
-        timed("fetch candidate ranking fields", lambda: query.fetch_positions(conn, list(keyword.keys() | vector.keys())))
+        timed("fetch candidate ranking fields", lambda: hybrid._ranking_fields(conn, list(keyword.keys() | vector.keys()), keyword_terms(q)))
         timed("whole search", lambda: index.search(q + " again", project=PROJECT, limit=10))
     _close_and_drop_cache(index)
     return {name: statistics.median(values) for name, values in steps.items()}

@@ -26,8 +26,8 @@ from projector.query import (
     filter_sql,
     keyword_sql,
     prefix_sql,
+    ranking_fields_sql,
     rescore_sql,
-    tagged_sql,
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
@@ -255,7 +255,8 @@ def test_every_builder_is_valid_sql_on_the_schema():
         coarse_vector_sql(vector, full, 10, 2),
         coarse_vector_sql(vector, replace(full, tags=()), 10, None),
         rescore_sql(vector, [1, 2], 10),
-        tagged_sql([1, 2], ["a", "b"]),
+        ranking_fields_sql([1, 2], ["a", "b"]),
+        ranking_fields_sql([1, 2], []),
         context_sql(full, 10),
         count_sql(full),
         prefix_sql("acme", "abcdef"),
