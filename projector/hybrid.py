@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import affordable_terms, boost_tagged, code_distance_caps, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
+from .search import affordable_terms, boost_tagged, code_distance_caps, first_cap_step, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
 
 if TYPE_CHECKING:
     from .index import Index
@@ -72,12 +72,13 @@ def _within_budget(
     return kept, sum(counts[t] for t in kept) > budget
 
 
-def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int) -> list[int]:
+def _coarse_vector_candidates(conn: Any, vector: bytes, filters: query.Filters, pool: int, codes_at_most: int) -> list[int]:
     """Up to ``pool`` row ids nearest by binary code. Capped distances first (cheap: vec0 selects
-    among the few codes under the cap), until a cap lets at least half the pool through; a cap
-    that let through less than a quarter of that skips the next one (each lets ~4x more in)."""
+    among the few codes under the cap), from the tightest expected to be enough for a project
+    of ``codes_at_most`` codes, until a cap lets at least half the pool through; a cap that let
+    through less than a quarter of that skips the next one (each lets ~4x more in)."""
     caps, need = code_distance_caps(len(vector) // 4), max(pool // 2, 1)
-    step = 0
+    step = first_cap_step(codes_at_most, need)
     while True:
         sql, params = query.coarse_vector_sql(vector, filters, pool, caps[step])
         rowids = [row[0] for row in conn.execute(sql, params)]
@@ -92,7 +93,8 @@ def _vector_candidates(conn: Any, vector: bytes, filters: query.Filters, depth: 
     their float embeddings."""
     if not has_vector_table(conn):
         return {}
-    rowids = _coarse_vector_candidates(conn, vector, filters, depth * oversample)
+    codes_at_most = conn.execute(*query.present_bound_sql(filters.project)).fetchone()[0]
+    rowids = _coarse_vector_candidates(conn, vector, filters, depth * oversample, codes_at_most)
     if not rowids:
         return {}
     sql, params = query.rescore_sql(vector, rowids, depth)

@@ -119,6 +119,13 @@ def coarse_vector_sql(vector: bytes, f: Filters, pool: int, max_distance: int | 
     return sql, [vector, pool, *params, *([] if max_distance is None else [max_distance])]
 
 
+def present_bound_sql(project: str) -> tuple[str, list[Any]]:
+    """An upper bound on the present memories of ``project`` in one index probe: each was first
+    seen on a line of its own, and ``seq`` is that line's number (counting them walks them all:
+    7 ms at 100k)."""
+    return "SELECT coalesce(max(seq), 0) FROM memory WHERE project = ? AND present = 1", [project]
+
+
 def rescore_sql(vector: bytes, rowids: Sequence[int], depth: int) -> tuple[str, list[Any]]:
     """The ``depth`` rows of ``rowids`` most similar to ``vector`` by exact cosine on the float
     embeddings, with that similarity (ties by row id)."""

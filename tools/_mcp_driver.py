@@ -45,16 +45,20 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def server_params(env: dict[str, str], pidfile: Path, python_args: Sequence[str] = ()) -> Any:
+def server_command(pidfile: Path, python_args: Sequence[str] = ()) -> list[str]:
     """``python -m mcp_server serve`` started through ``sh``, which writes its own pid to
     ``pidfile`` and then ``exec``s the server: the pid is the server's, read from /proc later.
     ``python_args`` go before ``-m`` (e.g. ``-m cProfile -o FILE`` to profile the server)."""
+    script = 'echo $$ > "$0"; shift; exec "$@"'
+    return ["/bin/sh", "-c", script, str(pidfile), "_", sys.executable, *python_args, "-m", "mcp_server", "serve"]
+
+
+def server_params(env: dict[str, str], pidfile: Path, python_args: Sequence[str] = ()) -> Any:
+    """``server_command`` as the MCP SDK's stdio client takes it."""
     from mcp.client.stdio import StdioServerParameters
 
-    script = 'echo $$ > "$0"; shift; exec "$@"'
-    command = [sys.executable, *python_args, "-m", "mcp_server", "serve"]
-    return StdioServerParameters(command="/bin/sh", args=["-c", script, str(pidfile), "_", *command],
-                                 env=env, cwd=str(REPO_ROOT))
+    command, *args = server_command(pidfile, python_args)
+    return StdioServerParameters(command=command, args=args, env=env, cwd=str(REPO_ROOT))
 
 
 def read_pid(pidfile: Path, timeout: float = 10.0) -> int:

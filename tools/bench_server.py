@@ -17,6 +17,10 @@ MCP SDK's stdio client as an assistant drives it. Measured:
   ``--ops`` saves and ``--ops`` searches alternating, ``--pause-ms`` apart, after ``--warmup``
   untimed calls of each; p50/p95 of each as seen by the client; the ping round trip (the
   transport's floor); the server's peak and current RSS (VmHWM/VmRSS) after the searches;
+- the same save/search/ping mix on the wire: a bare JSON-RPC client (one line out, read lines
+  until the answer) on a fresh server each round, which times the server's part of a call
+  without the SDK client's own work (parsing into models, validating the structured result
+  against the tool's output schema);
 - the same save/search mix through ``MemoryService`` in this process (no MCP, no pipes), to
   split a call's time into the service's work and the protocol's.
 
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _mcp_driver import (  # noqa: E402  (after the sys.path line, on purpose)
+    REPO_ROOT,
     MachineCpu,
     copy_store,
     cpu_seconds,
@@ -48,6 +54,7 @@ from _mcp_driver import (  # noqa: E402  (after the sys.path line, on purpose)
     memory_mb,
     populate,
     read_pid,
+    server_command,
     server_env,
     server_params,
     structured,
@@ -164,6 +171,86 @@ async def latency_round(home: Path, work: Path, tag: str, args: argparse.Namespa
         "machine_busy_cores": round(machine_busy, 2),
         **mem,
     }
+
+
+# -- the same calls on the wire ----------------------------------------------------------------
+
+
+class WireClient:
+    """A bare JSON-RPC client on a server's pipes: writes a request line, reads lines until the
+    answer. It times the server's part of a call plus the two pipe hops."""
+
+    def __init__(self, home: Path, pidfile: Path, errlog: Any) -> None:
+        from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+        self.proc = subprocess.Popen(server_command(pidfile), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=errlog, env=server_env(home), cwd=REPO_ROOT)
+        self._last_id = 0
+        self.call("initialize", {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {},
+                                 "clientInfo": {"name": "bench-wire", "version": "0"}})
+        self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
+        """The result of one request and its round trip in seconds; a JSON-RPC or tool error raises."""
+        assert self.proc.stdout is not None
+        self._last_id += 1
+        request = {"jsonrpc": "2.0", "id": self._last_id, "method": method, **({"params": params} if params else {})}
+        started = time.perf_counter()
+        self._send(request)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server closed stdout during {method}")
+            answer = json.loads(line)
+            if answer.get("id") == self._last_id:
+                break
+        elapsed = time.perf_counter() - started
+        if "error" in answer or answer["result"].get("isError"):
+            raise RuntimeError(f"{method} failed: {answer}")
+        return answer["result"], elapsed
+
+    def tool(self, name: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        result, elapsed = self.call("tools/call", {"name": name, "arguments": arguments})
+        return result["structuredContent"], elapsed
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def wire_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """``latency_round``'s calls from a ``WireClient``: the same mix, pauses and checks."""
+    gen = Synth(seed)
+    timed: dict[str, list[float]] = {"save": [], "search": [], "ping": []}
+    pause = args.pause_ms / 1000
+    with (work / f"{tag}.err").open("w") as errlog:
+        client = WireClient(home, work / f"{tag}.pid", errlog)
+        try:
+            client.call("tools/list")
+            for i in range(args.warmup + args.ops):
+                content, tags, importance = gen.memory()
+                time.sleep(pause)
+                saved, save_s = client.tool("save_context", {"content": content, "tags": tags,
+                                                             "importance_level": importance, "project_id": PROJECT})
+                query = gen.query()
+                time.sleep(pause)
+                found, search_s = client.tool("search_contexts", {"query": query, "project_id": PROJECT})
+                if not saved["created"] or found["mode"] != "hybrid" or not found["results"]:
+                    raise RuntimeError(f"unexpected answers: {saved}, {found['mode']} with {len(found['results'])}")
+                time.sleep(pause)
+                _, ping_s = client.call("ping")
+                if i >= args.warmup:
+                    for name, seconds in (("save", save_s), ("search", search_s), ("ping", ping_s)):
+                        timed[name].append(seconds)
+        finally:
+            client.close()
+    return {name: summary_ms(values) for name, values in timed.items()}
 
 
 def inprocess_round(home: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -319,13 +406,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for kind, runs in cold.items()
         }
 
-        rounds, inproc = [], []
+        rounds, wire, inproc = [], [], []
         for r in range(args.rounds):
             print(f"latency round {r + 1}/{args.rounds} ...", file=sys.stderr)
             home = root / f"lat{r}"
             copy_store(base, home)
             wait_for_quiet(args.wait_quiet)
             rounds.append(asyncio.run(latency_round(home, work, f"lat{r}", args, seed=11 + r)))
+            if args.wire:
+                home = root / f"wire{r}"
+                copy_store(base, home)
+                wait_for_quiet(args.wait_quiet)
+                wire.append(wire_round(home, work, f"wire{r}", args, seed=11 + r))
             if args.inprocess:
                 home = root / f"inproc{r}"
                 copy_store(base, home)
@@ -343,6 +435,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine_busy_cores": median(x["machine_busy_cores"] for x in rounds),
             "rss_mb": median(x["rss_mb"] for x in rounds),
         }
+        if wire:
+            result["wire"] = {"rounds": wire, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in wire)
+                                                 for op in ("save", "search", "ping") for q in ("p50", "p95")}}
         if inproc:
             result["in_process"] = {
                 "rounds": inproc,
@@ -402,6 +497,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"| server CPU per call (save+search mix) | {stdio['server_cpu_ms_per_op']:.1f} ms | |",
         f"| whole machine busy during the timed calls (2 = both cores) | {stdio['machine_busy_cores']:.2f} cores | |",
     ]
+    if "wire" in result:
+        w = result["wire"]
+        lines.append(f"| same calls from a bare JSON-RPC client (the server's part), save / search / ping p50 | "
+                     f"{w['save_p50_ms']:.1f} / {w['search_p50_ms']:.1f} / {w['ping_p50_ms']:.2f} ms | |")
     if "in_process" in result:
         ip = result["in_process"]
         lines.append(f"| same calls in-process (`MemoryService`, no MCP), save / search p50 | "
@@ -435,6 +534,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed saves and searches first (default 5)")
     parser.add_argument("--pause-ms", type=float, default=100.0,
                         help="pause before each call, like an assistant between tool calls (default 100)")
+    parser.add_argument("--no-wire", dest="wire", action="store_false",
+                        help="skip the rounds from a bare JSON-RPC client")
     parser.add_argument("--no-inprocess", dest="inprocess", action="store_false",
                         help="skip the in-process MemoryService comparison")
     parser.add_argument("--profile", type=Path, metavar="DIR",

@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 from eventlog import Event, EventLog, MemoryForgotten, MemorySaved, encode_event
 from eventlog.clock import format_ts, parse_ts
 from eventlog.paths import ensure_logs_dir
-from projector import Index, runner
+from projector import Index, query, runner
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 MACHINE_SETTINGS = settings(
@@ -218,6 +218,16 @@ class ProjectorMachine(RuleBasedStateMachine):
             complete = data.rfind(b"\n") + 1
             if complete > tracked.get(project, 0):
                 assert self.index._is_pending(conn, project), (project, tracked.get(project), complete)
+
+    @invariant()
+    def the_size_bound_of_the_vector_ladder_holds(self):
+        # The coarse vector pass starts from query.present_bound_sql: an upper bound, or it could
+        # start at a cap too loose (too slow) for the project; torn lines, garbage and
+        # duplicates in the log must not make it one.
+        conn = self.index._connection()
+        for (project,) in conn.execute("SELECT DISTINCT project FROM memory").fetchall():
+            present = conn.execute("SELECT count(*) FROM memory WHERE project = ? AND present = 1", (project,)).fetchone()[0]
+            assert conn.execute(*query.present_bound_sql(project)).fetchone()[0] >= present
 
     def teardown(self):
         try:

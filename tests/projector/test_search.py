@@ -26,6 +26,7 @@ from projector.query import (
     filter_sql,
     keyword_sql,
     prefix_sql,
+    present_bound_sql,
     ranking_fields_sql,
     rescore_sql,
 )
@@ -34,6 +35,7 @@ from projector.search import (
     affordable_terms,
     boost_tagged,
     code_distance_caps,
+    first_cap_step,
     fts_match_expression,
     fuse_scores,
     keyword_terms,
@@ -235,6 +237,21 @@ def test_code_distance_caps_tighten_first_and_end_uncapped():
     assert caps[-1] is None and caps[:-1] == sorted(caps[:-1]) and caps[0] == 128
 
 
+def test_the_ladder_starts_at_the_tightest_cap_expected_to_be_enough():
+    uncapped = len(code_distance_caps(384)) - 1
+    assert first_cap_step(0, 100) == uncapped  # nothing known: scan every code
+    assert first_cap_step(1_000, 100) == 4  # 16.7% of 1k lets 167 through; 4.7% only 47
+    assert first_cap_step(10_000, 100) == 2
+    assert first_cap_step(100_000, 100) == 0
+
+
+@given(codes=st.integers(0, 10**8), more=st.integers(0, 10**8), need=st.integers(1, 5000))
+def test_a_larger_bound_never_starts_at_a_looser_cap(codes: int, more: int, need: int):
+    step = first_cap_step(codes, need)
+    assert 0 <= step < len(code_distance_caps(384))
+    assert first_cap_step(codes + more, need) <= step
+
+
 def test_prefix_context_and_count_builders():
     assert prefix_sql("acme", "abcdef")[1] == ["acme", "abcdef", "abcdefg"]
     sql, params = context_sql(Filters("acme", min_importance=5), 30)
@@ -260,6 +277,7 @@ def test_every_builder_is_valid_sql_on_the_schema():
         context_sql(full, 10),
         count_sql(full),
         prefix_sql("acme", "abcdef"),
+        present_bound_sql("acme"),
     ]:
         conn.execute(sql, params).fetchall()
     conn.close()

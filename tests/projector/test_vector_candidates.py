@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from projector import db
 from projector.apply import insert_vector
-from projector.hybrid import _vector_candidates
-from projector.query import Filters
+from projector.hybrid import _coarse_vector_candidates, _vector_candidates
+from projector.query import Filters, rescore_sql
 from projector.schema import TABLES
 
 DIM = 384
@@ -44,10 +44,18 @@ def open_schema() -> Any:
 
 def fill(conn: Any, project: str, vectors: np.ndarray, first_rowid: int, importance: int = 5,
          created_at: str = BASE_TS) -> list[int]:
+    """The vectors of memories ``first_rowid``.. of ``project``, with their ``memory`` rows (the
+    ladder of distance caps starts from their count)."""
     rowids = list(range(first_rowid, first_rowid + len(vectors)))
+    seq = conn.execute("SELECT coalesce(max(seq), 0) FROM memory WHERE project = ?", (project,)).fetchone()[0]
     conn.execute("BEGIN")
-    for rowid, v in zip(rowids, vectors, strict=True):
+    for line, (rowid, v) in enumerate(zip(rowids, vectors, strict=True), start=seq + 1):
         insert_vector(conn, rowid, project, v.tobytes(), importance, created_at)
+        conn.execute(
+            "INSERT INTO memory (rowid, project, memory_id, present, importance, created_at, updated_at,"
+            " winner_event_id, seq) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            (rowid, project, f"m{rowid}", importance, created_at, created_at, f"e{rowid}", line),
+        )
     conn.execute("COMMIT")
     return rowids
 
@@ -83,6 +91,25 @@ def test_coarse_and_rescore_recall_the_exact_nearest_neighbours(store):
         top100.append(len(set(got) & set(want)) / 100)
     assert np.mean(top10) >= 0.95, np.mean(top10)
     assert np.mean(top100) >= 0.9, np.mean(top100)
+
+
+@pytest.mark.parametrize("codes_at_most", [0, 4000, 10**7], ids=["uncapped", "its-own-size", "tightest"])
+def test_where_the_ladder_starts_leaves_the_best_candidates_alone(store, codes_at_most):
+    """Whichever cap the coarse pass starts from (no cap, the one the project's size calls
+    for, the tightest of all), the re-scored top 10 are those of a full scan of the codes."""
+    conn, _vectors, _rowids, rng, centers = store
+    overlaps = []
+    for query in clustered(rng, centers, 30):
+        vector = query.tobytes()
+        full = _coarse_vector_candidates(conn, vector, Filters("acme"), 200, 0)
+        laddered = _coarse_vector_candidates(conn, vector, Filters("acme"), 200, codes_at_most)
+        assert len(laddered) >= 100 and set(laddered) <= set(_rowids)
+        overlaps.append(len(set(_top(conn, vector, laddered)) & set(_top(conn, vector, full))) / 10)
+    assert np.mean(overlaps) >= 0.95, np.mean(overlaps)
+
+
+def _top(conn: Any, vector: bytes, rowids: list[int]) -> list[int]:
+    return [row[0] for row in conn.execute(*rescore_sql(vector, rowids, 10))]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
