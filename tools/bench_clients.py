@@ -5,11 +5,14 @@ Run from a checkout with the project's Python (nothing to install):
 
     python tools/bench_clients.py                     # the numbers in BENCHMARKS.md
     python tools/bench_clients.py --clients 1,2,4,8 --duration 30 --rate 5 --memories 5000 --repeats 3
+    python tools/bench_clients.py --drivers per-client  # each client session in a process of its own
 
 For each N (and each of ``--repeats`` rounds; the N are interleaved, 1,2,4,8,1,2,4,8,..., so
 the machine's changing load falls on all of them): a fresh copy of the ``--memories`` store;
 N server processes with the default settings (MiniLM, durability ``always``) started at once,
-each with its own MCP client session in this one asyncio driver process; one untimed search
+each with its own MCP client session in this one asyncio driver process (``--drivers
+per-client``: each session in a driver process of its own, as separate assistants are, so that
+no client waits for another's share of one event loop); one untimed search
 and save per client (the model loads); then for ``--duration`` seconds every client calls a
 tool every 1/``--rate`` s on a fixed schedule (random phase), one save for ``--saves-per``-1
 searches, all in one project; memories and queries from tools/synth.py.
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,15 +116,39 @@ async def drive(client: Any, log: ClientLog, synth: Synth, k: int, start: float,
             log.errors.append(f"{'save' if is_save else 'search'}: {type(e).__name__}: {str(e)[:200]}")
 
 
+async def client_session(home: Path, errlog_path: Path, pidfile: Path, log: ClientLog, synth: Synth, k: int,
+                         args: argparse.Namespace, seed: int, warm: Callable[[Any, int], Awaitable[None]],
+                         start: Callable[[], float], done: Callable[[], Awaitable[None]]) -> None:
+    """One server and its client session: warm up (one untimed search and save: the model
+    loads), ``warm`` (returns when the load starts), ``drive`` from ``start()``, ``done`` (returns
+    when the server may go)."""
+    from mcp import Client
+    from mcp.client.stdio import stdio_client
+
+    with errlog_path.open("w") as errlog:
+        params = server_params(server_env(home, **args.server_env), pidfile)
+        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=args.timeout,
+                          mode=args.mode) as client:
+            server_pid = read_pid(pidfile)
+            structured(await client.call_tool("search_contexts", {"query": synth.query(), "project_id": PROJECT}))
+            content, tags, importance = synth.memory()
+            out = structured(await client.call_tool("save_context", {
+                "content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}))
+            log.acked.append(out["id"])
+            await warm(client, server_pid)
+            await drive(client, log, synth, k, start(), args, random.Random(seed + k))
+            await done()
+
+
 async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """N servers and N client sessions for ``--duration`` seconds; CPU and memory from /proc.
 
     Each session lives in a task of its own (the SDK's client must be left in the task that
     entered it); a conductor task starts the load when all are warm and takes the CPU and
-    memory readings while the servers still run."""
-    from mcp import Client
-    from mcp.client.stdio import stdio_client
-
+    memory readings while the servers still run. With ``--drivers per-client`` each session
+    runs in a process of its own instead (``run_n_processes``)."""
+    if args.drivers == "per-client":
+        return await run_n_processes(home, work, n, args, seed)
     logs = [ClientLog() for _ in range(n)]
     synths = [Synth(seed * 100 + k) for k in range(n)]
     rng = random.Random(seed)
@@ -133,24 +162,18 @@ async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: 
     t0 = time.perf_counter()
 
     async def session(k: int) -> None:
-        with errlogs[k].open("w") as errlog:
-            params = server_params(server_env(home, **args.server_env), pidfiles[k])
-            async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=args.timeout,
-                              mode=args.mode) as client:
-                pids[k] = read_pid(pidfiles[k])
-                shared.setdefault("initialized", []).append(time.perf_counter() - t0)
-                # Untimed: the model loads in every server.
-                structured(await client.call_tool("search_contexts", {"query": synths[k].query(),
-                                                                      "project_id": PROJECT}))
-                content, tags, importance = synths[k].memory()
-                out = structured(await client.call_tool("save_context", {
-                    "content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}))
-                logs[k].acked.append(out["id"])
-                ready[k].set()
-                await go.wait()
-                await drive(client, logs[k], synths[k], k, shared["start"], args, random.Random(seed + k))
-                finished[k].set()
-                await release.wait()
+        async def warm(client: Any, server_pid: int) -> None:
+            pids[k] = server_pid
+            shared.setdefault("initialized", []).append(time.perf_counter() - t0)
+            ready[k].set()
+            await go.wait()
+
+        async def done() -> None:
+            finished[k].set()
+            await release.wait()
+
+        await client_session(home, errlogs[k], pidfiles[k], logs[k], synths[k], k, args, seed, warm,
+                             lambda: shared["start"], done)
 
     async def conductor() -> None:
         for event in ready:
@@ -173,7 +196,101 @@ async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: 
         for k in range(n):
             tasks.create_task(session(k))
         tasks.create_task(conductor())
-    started_s = max(shared["initialized"])
+    return run_result(n, logs, errlogs, shared)
+
+
+async def run_n_processes(home: Path, work: Path, n: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """``run_n`` with each client session in a process of its own, as each user's assistant is:
+    no client waits for another's parsing and schema validation in one shared event loop. The
+    children (``--client-process``) say when they are warm, start on the conductor's word at
+    the same instant (``perf_counter`` is the system-wide monotonic clock on Linux), and report
+    their ``ClientLog``; their CPU counts as the driver's."""
+    t0 = time.perf_counter()
+    errlogs = [work / f"n{n}-s{seed}-{k}.err" for k in range(n)]
+    children = []
+    for k in range(n):
+        config = {"home": str(home), "errlog": str(errlogs[k]), "pidfile": str(work / f"n{n}-s{seed}-{k}.pid"),
+                  "synth_seed": seed * 100 + k, "k": k, "seed": seed,
+                  "args": {key: getattr(args, key) for key in CLIENT_ARGS}}
+        with (work / f"n{n}-s{seed}-{k}.client.err").open("w") as child_err:
+            children.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client-process", json.dumps(config),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=child_err))
+
+    async def say(child: Any, message: dict[str, Any]) -> None:
+        child.stdin.write(json.dumps(message).encode() + b"\n")
+        await child.stdin.drain()
+
+    async def hear(child: Any) -> dict[str, Any]:
+        line = await child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a client process exited early (status {await child.wait()}); see {work}")
+        return dict(json.loads(line))
+
+    warm = [await hear(child) for child in children]
+    shared: dict[str, Any] = {"initialized": [w["initialized_at"] - t0 for w in warm]}
+    pids = [w["server_pid"] for w in warm]
+
+    def driver_cpu() -> float:
+        return self_cpu_seconds() + sum(cpu_seconds(child.pid) for child in children)
+
+    await asyncio.sleep(1.5)  # let the watchers' debounced catch-ups of the warm-up saves pass
+    shared["cpu0"] = [cpu_seconds(pid) for pid in pids]
+    shared["machine0"], shared["driver0"] = MachineCpu.now(), driver_cpu()
+    shared["wall0"] = time.perf_counter()
+    for child in children:
+        await say(child, {"start": shared["wall0"] + 0.05})
+    logs = [ClientLog(**(await hear(child))["log"]) for child in children]
+    shared["wall"] = time.perf_counter() - shared["wall0"]
+    shared["machine1"], shared["driver1"] = MachineCpu.now(), driver_cpu()
+    shared["cpu1"] = [cpu_seconds(pid) for pid in pids]
+    shared["memories"] = [memory_mb(pid) for pid in pids]
+    for child in children:
+        await say(child, {"release": True})
+    for child in children:
+        if await child.wait() != 0:
+            raise RuntimeError(f"a client process failed; see {work}")
+    for k, w in enumerate(warm):
+        logs[k].acked[:0] = w["acked"]
+    return run_result(n, logs, errlogs, shared)
+
+
+# The settings a client process needs (``--client-process``).
+CLIENT_ARGS = ("rate", "duration", "saves_per", "timeout", "mode", "server_env")
+
+
+async def client_process(config: dict[str, Any]) -> None:
+    """One client session in this process, for ``run_n_processes``: lines of JSON on stdout
+    (warm; the log), the conductor's on stdin (start; release)."""
+    if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        raise SystemExit("--drivers per-client needs perf_counter on the system-wide monotonic clock (Linux)")
+    args = argparse.Namespace(**config["args"])
+    log, shared = ClientLog(), {}
+
+    def say(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    async def hear() -> dict[str, Any]:
+        return dict(json.loads(await asyncio.to_thread(sys.stdin.readline)))
+
+    async def warm(client: Any, server_pid: int) -> None:
+        say({"server_pid": server_pid, "initialized_at": time.perf_counter(), "acked": log.acked})
+        log.acked.clear()  # the parent counts the warm-up save from the line above
+        shared["start"] = (await hear())["start"]
+
+    async def done() -> None:
+        say({"log": dataclasses.asdict(log)})
+        await hear()  # release: the parent has read the servers' CPU and memory
+
+    await client_session(Path(config["home"]), Path(config["errlog"]), Path(config["pidfile"]), log,
+                         Synth(config["synth_seed"]), config["k"], args, config["seed"], warm,
+                         lambda: shared["start"], done)
+
+
+def run_result(n: int, logs: list[ClientLog], errlogs: list[Path], shared: dict[str, Any]) -> dict[str, Any]:
+    """One run's figures from the clients' logs and the conductor's readings."""
+    warm_s = max(shared["initialized"])
     wall = shared["wall"]
     cpu0, cpu1, memories = shared["cpu0"], shared["cpu1"], shared["memories"]
     machine0, machine1 = shared["machine0"], shared["machine1"]
@@ -190,7 +307,7 @@ async def run_n(home: Path, work: Path, n: int, args: argparse.Namespace, seed: 
     machine_cores = machine1.busy_cores_since(machine0)
     return {
         "clients": n,
-        "servers_started_s": round(started_s, 2),
+        "servers_warm_s": round(warm_s, 2),  # spawn to every server warm (model loaded)
         "wall_s": round(wall, 2),
         "operations": len(saves) + len(searches),
         "ops_per_s": round((len(saves) + len(searches)) / wall, 1),
@@ -368,10 +485,17 @@ def main() -> None:
     parser.add_argument("--dir", help="where the temporary stores go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores and server logs")
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
+    parser.add_argument("--drivers", default="one", choices=["one", "per-client"],
+                        help="'one': every client session in this process's event loop (default); "
+                             "'per-client': each in a process of its own, as separate assistants are")
+    parser.add_argument("--client-process", metavar="JSON", help=argparse.SUPPRESS)  # run_n_processes' children
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every server, e.g. MNEMOLOG_DURABILITY=never (repeatable); "
                              "the servers otherwise get none of this shell's MNEMOLOG_* variables")
     args = parser.parse_args()
+    if args.client_process:
+        asyncio.run(client_process(json.loads(args.client_process)))
+        return
     pairs = [item.partition("=") for item in args.server_env]
     if any(not name or not sep for name, sep, _ in pairs):
         parser.error("--server-env takes NAME=VALUE")
