@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+
+# How long an idle indexer lets a write's reply go first. The reply leaves within ~1-2 ms of the
+# append, and needs a core; a catch-up started at once (embedding the memory, ~5-10 ms of one
+# core) took it when the machine's other core was busy. Measured on the 2-core machine with
+# another job running (bare JSON-RPC client, 80 saves, alternating builds, scratch): save p50
+# 6.5 / 5.5 / 6.9 / 6.1 ms starting at once, 3.3 / 4.4 / 3.1 / 3.3 ms after 5 ms.
+REPLY_HEADSTART = 0.005
 
 
 class BackgroundIndexer:
     """One worker thread that calls ``catch_up(project)`` for projects submitted to it."""
 
-    def __init__(self, catch_up: Callable[[str], object], name: str = "mnemolog-indexer") -> None:
+    def __init__(self, catch_up: Callable[[str], object], name: str = "mnemolog-indexer",
+                 headstart: float = REPLY_HEADSTART) -> None:
         self._catch_up = catch_up
         self._name = name
+        self._headstart = headstart
         self._pending: dict[str, None] = {}  # an ordered set: first written, first indexed
         self._wakeup = threading.Condition()
         self._closing = False
@@ -61,7 +71,8 @@ class BackgroundIndexer:
         return not thread.is_alive()
 
     def _run(self) -> None:
-        while (project := self._next()) is not None:
+        backlog = False  # writes queued while the last catch-up ran: their replies are long gone
+        while (project := self._next(backlog)) is not None:
             try:
                 self._catch_up(project)
             except Exception:  # never let one failure stop the thread: later writes need it
@@ -69,15 +80,22 @@ class BackgroundIndexer:
             finally:
                 with self._wakeup:
                     self._busy = False
+                    backlog = bool(self._pending)
                     self._wakeup.notify_all()
 
-    def _next(self) -> str | None:
-        """The next project to index, waiting for one; None once closing and drained."""
+    def _next(self, backlog: bool) -> str | None:
+        """The next project to index, waiting for one; None once closing and drained. Unless
+        it comes from a ``backlog``, it first gives the write's reply its head start
+        (``REPLY_HEADSTART``); writes submitted meanwhile join the same catch-up."""
         with self._wakeup:
             while not self._pending and not self._closing:
                 self._wakeup.wait()
             if not self._pending:
                 return None
+            headstart = 0.0 if backlog or self._closing else self._headstart
+        if headstart > 0:
+            time.sleep(headstart)
+        with self._wakeup:
             project = next(iter(self._pending))
             del self._pending[project]
             self._busy = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -196,6 +197,29 @@ def test_the_indexer_coalesces_projects_and_drains_them_on_close() -> None:
     assert calls[0] == "a" and sorted(calls[1:]) == ["b", "c"]
     indexer.submit("d")  # after close: ignored (the log holds the write; a reader indexes it)
     assert calls[-1] != "d"
+
+
+def test_an_idle_indexer_lets_the_reply_go_first_and_a_busy_one_does_not_wait() -> None:
+    headstart = 1.0  # long, so that a loaded machine cannot blur the two cases
+    started: list[float] = []
+    taken, release = threading.Event(), threading.Event()
+
+    def catch_up(project: str) -> None:
+        started.append(time.monotonic())
+        if project == "a":
+            taken.set()
+            release.wait(WAIT)
+
+    indexer = BackgroundIndexer(catch_up, headstart=headstart)
+    submitted = time.monotonic()
+    indexer.submit("a")
+    assert taken.wait(WAIT)
+    indexer.submit("b")  # while "a" is being indexed: taken as soon as "a" is done
+    released = time.monotonic()
+    release.set()
+    assert indexer.wait_idle(WAIT) and indexer.close(WAIT)
+    assert started[0] - submitted >= headstart  # from idle: the reply goes first
+    assert started[1] - released < headstart  # busy: no second head start
 
 
 def test_close_gives_up_on_a_stuck_worker_within_its_timeout() -> None:
