@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from . import query
 from .apply import has_vector_table
 from .model import Hit, SearchResult
-from .search import affordable_terms, boost_tagged, code_distance_caps, fts_any_of, fuse_scores, keyword_terms, rank, smooth_with_neighbours
+from .search import (
+    affordable_terms, boost_tagged, code_distance_caps, feedback_terms, fts_any_of, fuse_scores, keyword_terms, min_max,
+    rank, smooth_with_neighbours, spread_out,
+)
 
 if TYPE_CHECKING:
     from .index import Index
@@ -39,15 +42,40 @@ class SearchTuning:
     # the same (0.713/0.799 vs 0.714/0.798), the vector side ~1 ms faster at 10k and ~2 ms at
     # 100k, top-10 overlap with the exact cosine order 0.995 / 0.980 at 10k / 100k (4: 1.0 / 0.993).
     oversample: int = 2
+    neighbour_radius: int = 1  # smoothing reaches this many places either side
+    neighbour_decay: float = 0.5  # each place further lends this much less
+    neighbour_before: float = 0.5  # share of the smoothing from earlier memories
+    neighbour_pool: str = "sum"
+    complete: bool = False
+    complete_floor: bool = False
+    complete_depth: int = 0
+    vec_ctx_weight: float = 0.0
+    exact_smooth: bool = False
+    exact_add: bool = False
+    vec_ctx_radius: int = 1
+    vec_ctx_decay: float = 0.5
+    complete_vec: bool = True
+    complete_kw: bool = True
+    spread_radius: int = 0  # results within this many places of a better one are discounted
+    spread_discount: float = 0.0  # by this share, for each better one near them
+    feedback_docs: int = 0  # pseudo-relevance feedback: words of the first pass's best results
+    feedback_terms: int = 5  # how many words they add to the keyword query
+    feedback_weight: float = 0.3  # share of the keyword side the added words' bm25 gets
 
 
 def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning) -> dict[int, float]:
+    return _keyword_search(conn, text, filters, depth, tuning)[0]
+
+
+def _keyword_search(
+    conn: Any, text: str, filters: query.Filters, depth: int, tuning: SearchTuning
+) -> tuple[dict[int, float], str | None, float]:
     """The ``depth`` best bm25 row ids, matching the query's rarest words within the budget.
     When even the rarest word is over the budget counting the neighbours' context (which holds
     each memory's words four more times), only the memories' own words are matched."""
     words, weight, budget = keyword_terms(text), tuning.context_weight, tuning.keyword_budget
     if not words:
-        return {}
+        return {}, None, weight
     terms, over = words, True
     if weight > 0:
         # Counts capped just over the budget choose the same words as exact ones unless even
@@ -57,9 +85,9 @@ def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int
         terms, _ = _within_budget(conn, words, budget, query.own_words, cap=None)
         weight = 0.0
     if not terms:
-        return {}
+        return {}, None, weight
     sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, weight)
-    return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
+    return {row[0]: float(row[1]) for row in conn.execute(sql, params)}, fts_any_of(terms), weight
 
 
 def _within_budget(
@@ -105,18 +133,35 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     depth = max(tuning.depth, limit * 5)
     # SQLite finds the keyword candidates on the helper thread while the model embeds the query
     # here (uncached: see Index._embed), and it is done before the connection is used again.
-    keyword_found = index.run_beside(lambda: _keyword_candidates(conn, text, filters, depth, tuning))
+    kw_depth = tuning.complete_depth if tuning.complete_depth else depth
+    keyword_found = index.run_beside(lambda: _keyword_candidates(conn, text, filters, kw_depth, tuning))
     try:
         vectors = index._embed([text], cached=False)
     finally:
         keyword = keyword_found()
+    deep = keyword
+    keyword = dict(sorted(keyword.items(), key=lambda kv: -kv[1])[:depth])
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
-    scores = fuse_scores(keyword, vector, tuning.keyword_weight)
-    positions, tagged = _ranking_fields(conn, list(scores), keyword_terms(text))
-    scores = {rowid: score for rowid, score in scores.items() if rowid in positions}
-    scores = smooth_with_neighbours(scores, positions, tuning.neighbour_weight)
-    scores = boost_tagged(scores, tagged, tuning.tag_boost)
-    best = rank(scores, limit)
+    if tuning.complete and vector is not None and vectors is not None:
+        _, match, weight = _keyword_search(conn, text, filters, 1, tuning)  # experiment: the match it used
+        keyword, vector = _complete(conn, keyword, vector, match, weight, vectors[0], tuning.complete_floor)
+    if tuning.complete_depth and vector is not None and vectors is not None:
+        keyword, vector = _complete_from(conn, keyword, deep, vector, vectors[0], tuning)
+    if tuning.vec_ctx_weight and vector is not None and vectors is not None:
+        vector = _vector_with_neighbours(conn, keyword, vector, vectors[0], filters, tuning)
+    if tuning.exact_smooth and vector is not None and vectors is not None:
+        scores, positions = _exact_smoothing(conn, text, keyword, deep, vector, vectors[0], filters, tuning)
+    else:
+        scores, positions = _rank_fused(conn, text, keyword, vector, tuning)
+    if tuning.feedback_docs > 0:
+        first = rank(scores, tuning.feedback_docs)
+        expanded = _feedback_candidates(conn, text, first, filters, depth, tuning)
+        if expanded:
+            kw, ex = min_max(keyword), min_max(expanded)
+            beta = tuning.feedback_weight
+            keyword = {r: (1 - beta) * kw.get(r, 0.0) + beta * ex.get(r, 0.0) for r in kw.keys() | ex.keys()}
+            scores, positions = _rank_fused(conn, text, keyword, vector, tuning)
+    best = spread_out(scores, positions, limit, tuning.spread_radius, tuning.spread_discount)
     memories = query.fetch_memories(conn, [rowid for rowid, _ in best])
     hits = [Hit(memories[rowid][1], round(score, 6)) for rowid, score in best if rowid in memories]
     warning = None if vectors is not None else _keyword_reason(index)
@@ -126,6 +171,137 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     if stalled:
         warning = ((warning + "; ") if warning else "") + f"index of this project is incomplete: {stalled[0]}"
     return SearchResult(hits, "keyword" if vectors is None else "hybrid", warning)
+
+
+def _complete(
+    conn: Any, keyword: dict[int, float], vector: dict[int, float], match: str | None, weight: float, embedding: bytes,
+    floor: bool,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Both scores for every candidate: the cosine of keyword-only ones, the bm25 of vector-only ones."""
+    need_vec = [r for r in keyword if r not in vector]
+    need_kw = [r for r in vector if r not in keyword]
+    vector = dict(vector)
+    if need_vec:
+        sql, params = query.rescore_sql(embedding, need_vec, len(need_vec))
+        vector.update({row[0]: float(row[1]) for row in conn.execute(sql, params)})
+    keyword = dict(keyword)
+    found: dict[int, float] = {}
+    if need_kw and match is not None:
+        m = match if weight > 0 else query.own_words(match)
+        sql = (
+            "SELECT rowid, -rank FROM memory_fts WHERE memory_fts MATCH ? AND rank MATCH "
+            f"'bm25(1.0, 0.5, {float(weight)!r})' AND rowid IN (SELECT value FROM json_each(?))"
+        )
+        found = {row[0]: float(row[1]) for row in conn.execute(sql, [m, query.json_ids(need_kw)])}
+    for r in need_kw:
+        keyword[r] = found.get(r, 0.0 if not floor else min(keyword.values(), default=0.0))
+    return keyword, vector
+
+
+def _complete_from(
+    conn: Any, keyword: dict[int, float], deep: dict[int, float], vector: dict[int, float], embedding: bytes, tuning: SearchTuning
+) -> tuple[dict[int, float], dict[int, float]]:
+    vector = dict(vector)
+    keyword = dict(keyword)
+    if tuning.complete_vec:
+        need_vec = [r for r in keyword if r not in vector]
+        if need_vec:
+            sql, params = query.rescore_sql(embedding, need_vec, len(need_vec))
+            vector.update({row[0]: float(row[1]) for row in conn.execute(sql, params)})
+    if tuning.complete_kw:
+        floor = min(deep.values(), default=0.0) if tuning.complete_floor else 0.0
+        for r in vector:
+            if r not in keyword:
+                keyword[r] = deep.get(r, floor)
+    return keyword, vector
+
+
+def _vector_with_neighbours(
+    conn: Any, keyword: dict[int, float], vector: dict[int, float], embedding: bytes, filters: query.Filters, tuning: SearchTuning
+) -> dict[int, float]:
+    cands = list(keyword.keys() | vector.keys())
+    pos = {r: p for r, p, _ in conn.execute(*query.ranking_fields_sql(cands, []))} if cands else {}
+    radius = tuning.vec_ctx_radius
+    want = sorted({p + d for p in pos.values() for d in range(-radius, radius + 1) if d})
+    by_seq = {row[1]: row[0] for row in conn.execute(
+        "SELECT rowid, seq FROM memory WHERE project = ? AND present = 1 AND seq IN (SELECT value FROM json_each(?))",
+        [filters.project, query.json_ids(want)])}
+    by_seq.update({p: r for r, p in pos.items()})
+    cos = dict(vector)
+    need = [r for r in set(by_seq.values()) if r not in cos]
+    if need:
+        sql, params = query.rescore_sql(embedding, need, len(need))
+        cos.update({row[0]: float(row[1]) for row in conn.execute(sql, params)})
+    out = {}
+    for r, p in pos.items():
+        around = 0.0
+        for d in range(1, radius + 1):
+            for q in (p - d, p + d):
+                n = by_seq.get(q)
+                around += tuning.vec_ctx_decay ** (d - 1) * (cos.get(n, 0.0) if n is not None else 0.0)
+        out[r] = cos.get(r, 0.0) + tuning.vec_ctx_weight * around
+    return out
+
+
+def _exact_smoothing(
+    conn: Any, text: str, keyword: dict[int, float], deep: dict[int, float], vector: dict[int, float], embedding: bytes,
+    filters: query.Filters, tuning: SearchTuning,
+) -> tuple[dict[int, float], dict[int, int]]:
+    cands = list(keyword.keys() | vector.keys())
+    positions, tagged = _ranking_fields(conn, cands, keyword_terms(text))
+    radius = tuning.neighbour_radius
+    want = sorted({p + d for p in positions.values() for d in range(-radius, radius + 1) if d} - set(positions.values()))
+    extra = {row[0]: row[1] for row in conn.execute(
+        "SELECT rowid, seq FROM memory WHERE project = ? AND present = 1 AND seq IN (SELECT value FROM json_each(?))",
+        [filters.project, query.json_ids(want)])}
+    cos = {}
+    if extra:
+        sql, params = query.rescore_sql(embedding, list(extra), len(extra))
+        cos = {row[0]: float(row[1]) for row in conn.execute(sql, params)}
+    def scaler(side: dict[int, float]) -> Callable[[float], float]:
+        lo, hi = min(side.values(), default=0.0), max(side.values(), default=1.0)
+        return lambda x: max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
+    ks, vs, w = scaler(keyword), scaler(vector), tuning.keyword_weight
+    fused = fuse_scores(keyword, vector, w)
+    fused = {r: s for r, s in fused.items() if r in positions}
+    outside = {r: w * (ks(deep[r]) if r in deep else 0.0) + (1 - w) * vs(cos.get(r, 0.0)) for r in extra}
+    allpos = {**positions, **extra}
+    allscores = {**fused, **outside}
+    smoothed = smooth_with_neighbours(allscores, allpos, tuning.neighbour_weight, radius, tuning.neighbour_decay)
+    if tuning.exact_add:
+        tagged2 = _ranking_fields(conn, list(extra), keyword_terms(text))[1] if extra else set()
+        return boost_tagged(smoothed, tagged | tagged2, tuning.tag_boost), allpos
+    smoothed = {r: s for r, s in smoothed.items() if r in positions}
+    return boost_tagged(smoothed, tagged, tuning.tag_boost), positions
+
+
+def _rank_fused(
+    conn: Any, text: str, keyword: dict[int, float], vector: dict[int, float] | None, tuning: SearchTuning
+) -> tuple[dict[int, float], dict[int, int]]:
+    scores = fuse_scores(keyword, vector, tuning.keyword_weight)
+    positions, tagged = _ranking_fields(conn, list(scores), keyword_terms(text))
+    scores = {rowid: score for rowid, score in scores.items() if rowid in positions}
+    scores = smooth_with_neighbours(scores, positions, tuning.neighbour_weight, tuning.neighbour_radius, tuning.neighbour_decay, tuning.neighbour_before, tuning.neighbour_pool)
+    scores = boost_tagged(scores, tagged, tuning.tag_boost)
+    return scores, positions
+
+
+def _feedback_candidates(
+    conn: Any, text: str, first: list[tuple[int, float]], filters: query.Filters, depth: int, tuning: SearchTuning
+) -> dict[int, float]:
+    memories = query.fetch_memories(conn, [rowid for rowid, _ in first])
+    top = max((s for _, s in first), default=1.0) or 1.0
+    texts = [(memories[rowid][1].content, s / top) for rowid, s in first if rowid in memories]
+    words = {w for t, _ in texts for w in keyword_terms(t)}
+    cap = tuning.keyword_budget + 1
+    counts = {w: conn.execute(*query.term_count_sql(query.own_words(fts_any_of([w])), cap)).fetchone()[0] for w in words}
+    counts = {w: c for w, c in counts.items() if c < cap}
+    total = conn.execute("SELECT count(*) FROM memory WHERE present = 1").fetchone()[0]
+    terms = feedback_terms(texts, counts, total, set(keyword_terms(text)), tuning.feedback_terms)
+    if not terms:
+        return {}
+    sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, tuning.context_weight)
+    return {row[0]: float(row[1]) for row in conn.execute(sql, params)}
 
 
 def _ranking_fields(conn: Any, rowids: list[int], words: list[str]) -> tuple[dict[int, int], set[int]]:

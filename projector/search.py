@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 
@@ -91,8 +92,12 @@ def fuse_scores(keyword: Mapping[int, float], vector: Mapping[int, float] | None
     }
 
 
-def smooth_with_neighbours(scores: Mapping[int, float], seq: Mapping[int, int], weight: float) -> dict[int, float]:
-    """Add ``weight`` x the scores of the memories saved just before and after each one.
+def smooth_with_neighbours(
+    scores: Mapping[int, float], seq: Mapping[int, int], weight: float, radius: int = 1, decay: float = 0.5,
+    before: float = 0.5, pool: str = "sum",
+) -> dict[int, float]:
+    """Add ``weight`` x the scores of the memories saved just before and after each one
+    (and, up to ``radius`` places away, ``decay`` times less for each place further).
 
     Memories saved one after another usually come from one conversation, and a short
     note is often only understood with its neighbours ("yes, that one, from Paris")."""
@@ -104,10 +109,58 @@ def smooth_with_neighbours(scores: Mapping[int, float], seq: Mapping[int, int], 
         position = seq.get(rowid)
         around = 0.0
         if position is not None:
-            for neighbour in (by_seq.get(position - 1), by_seq.get(position + 1)):
-                around += scores[neighbour] if neighbour is not None else 0.0
+            lent = []
+            for distance in range(1, radius + 1):
+                share = decay ** (distance - 1)
+                for side, neighbour in ((2 * before, by_seq.get(position - distance)), (2 * (1 - before), by_seq.get(position + distance))):
+                    lent.append(side * share * scores[neighbour] if neighbour is not None else 0.0)
+            around = sum(lent) if pool == "sum" else 2 * max(lent)
         out[rowid] = score + weight * around
     return out
+
+
+def spread_out(
+    scores: Mapping[int, float], seq: Mapping[int, int], limit: int, radius: int, discount: float
+) -> list[tuple[int, float]]:
+    """The ``limit`` best (rowid, score) pairs, chosen one at a time, each candidate's score
+    multiplied by ``1 - discount`` for every result already chosen within ``radius`` places of
+    it in the log. Smoothing and the neighbours' context give a passage's turns nearly the
+    same score, so without this one passage can fill the results."""
+    if discount == 0 or radius == 0:
+        return rank(scores, limit)
+    left = dict(scores)
+    chosen: list[tuple[int, float]] = []
+    taken: list[int] = []
+    while left and len(chosen) < limit:
+        def adjusted(rowid: int) -> float:
+            position = seq.get(rowid)
+            near = 0 if position is None else sum(1 for p in taken if abs(p - position) <= radius)
+            return left[rowid] * (1.0 - discount) ** near
+        best = min(left, key=lambda r: (-adjusted(r), r))
+        chosen.append((best, left.pop(best)))
+        if best in seq:
+            taken.append(seq[best])
+    return chosen
+
+
+def feedback_terms(
+    texts: Sequence[tuple[str, float]], document_counts: Mapping[str, int], total: int, known: Collection[str], n: int
+) -> list[str]:
+    """Up to ``n`` words to add to a query (relevance model, RM3-like): each word of the
+    feedback ``texts`` weighted by its share of each text times that text's weight, times its
+    idf over ``total`` rows; words of the query itself (``known``) and words no row holds left out."""
+    weight: dict[str, float] = {}
+    for text, w in texts:
+        words = [t.lower() for t in _WORD.findall(text) if t.lower() not in STOPWORDS and not t.isdigit()]
+        for word in words:
+            weight[word] = weight.get(word, 0.0) + w / len(words)
+    ranked = []
+    for word, value in weight.items():
+        count = document_counts.get(word, 0)
+        if word in known or count == 0:
+            continue
+        ranked.append((-value * math.log(1 + total / count), word))
+    return [word for _, word in sorted(ranked)[:n]]
 
 
 def boost_tagged(scores: Mapping[int, float], tagged: Collection[int], boost: float) -> dict[int, float]:

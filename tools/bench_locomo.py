@@ -89,7 +89,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-ABLATIONS: dict[str, dict[str, float]] = {
+ABLATIONS: dict[str, dict[str, float | int | bool | str]] = {
     "default": {},
     "no neighbour smoothing": {"neighbour_weight": 0.0},
     "no neighbour context (keyword column)": {"context_weight": 0.0},
@@ -105,6 +105,16 @@ ABLATIONS: dict[str, dict[str, float]] = {
     "context weight 0.7": {"context_weight": 0.7},
     "vector oversample 2": {"oversample": 2},
     "vector oversample 8": {"oversample": 8},
+    # Experiments of branch recall-2 (none adopted; see BENCHMARKS.md):
+    "x smoothing radius 2 (decay 0.5)": {"neighbour_radius": 2},
+    "x smoothing, earlier neighbour 0.7 of it": {"neighbour_before": 0.7},
+    "x smoothing by the better neighbour (max)": {"neighbour_pool": "max"},
+    "x spread out (radius 1, discount 0.3)": {"spread_radius": 1, "spread_discount": 0.3},
+    "x keyword feedback (3 docs, 5 words, 0.3)": {"feedback_docs": 3},
+    "x vector neighbour context 0.5, no smoothing": {"vec_ctx_weight": 0.5, "neighbour_weight": 0.0},
+    "x scores completed (keyword depth 1000)": {"complete_depth": 1000},
+    "x scores completed, floor (keyword depth 300)": {"complete_depth": 300, "complete_floor": True},
+    "x scores completed + neighbours scored (1000)": {"complete_depth": 1000, "exact_smooth": True},
 }
 
 
