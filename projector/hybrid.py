@@ -58,6 +58,11 @@ class SearchTuning:
     complete_kw: bool = True
     spread_radius: int = 0  # results within this many places of a better one are discounted
     spread_discount: float = 0.0  # by this share, for each better one near them
+    project_common_share: float = 0.0
+    kw_smooth: float = 0.0
+    sdm_ordered: float = 0.0
+    sdm_unordered: float = 0.0
+    sdm_window: int = 8
     feedback_docs: int = 0  # pseudo-relevance feedback: words of the first pass's best results
     feedback_terms: int = 5  # how many words they add to the keyword query
     feedback_weight: float = 0.3  # share of the keyword side the added words' bm25 gets
@@ -74,6 +79,8 @@ def _keyword_search(
     When even the rarest word is over the budget counting the neighbours' context (which holds
     each memory's words four more times), only the memories' own words are matched."""
     words, weight, budget = keyword_terms(text), tuning.context_weight, tuning.keyword_budget
+    if words and tuning.project_common_share > 0:
+        words = _not_common_in_project(conn, words, filters.project, tuning.project_common_share)
     if not words:
         return {}, None, weight
     terms, over = words, True
@@ -88,6 +95,47 @@ def _keyword_search(
         return {}, None, weight
     sql, params = query.keyword_sql(fts_any_of(terms), filters, depth, weight)
     return {row[0]: float(row[1]) for row in conn.execute(sql, params)}, fts_any_of(terms), weight
+
+
+def _with_proximity(
+    conn: Any, text: str, keyword: dict[int, float], filters: query.Filters, depth: int, tuning: SearchTuning
+) -> dict[int, float]:
+    """Sequential-dependence-like keyword score: unigram bm25 plus the bm25 of the query's
+    consecutive word pairs as phrases and within a window, each scaled."""
+    words = keyword_terms(text)
+    pairs = list(zip(words, words[1:]))
+    if not pairs or not keyword:
+        return keyword
+    def q(w: str) -> str:
+        return '"' + w.replace('"', '""') + '"'
+
+    parts: list[tuple[float, str]] = []
+    if tuning.sdm_ordered:
+        parts.append((tuning.sdm_ordered, " OR ".join(q(a + " " + b) for a, b in pairs)))
+    if tuning.sdm_unordered:
+        parts.append((tuning.sdm_unordered, " OR ".join(f"NEAR({q(a)} {q(b)}, {tuning.sdm_window})" for a, b in pairs)))
+    rest = 1.0 - sum(w for w, _ in parts)
+    out = {r: rest * v for r, v in min_max(keyword).items()}
+    for w, match in parts:
+        sql, params = query.keyword_sql(match, filters, depth, tuning.context_weight)
+        found = min_max({row[0]: float(row[1]) for row in conn.execute(sql, params)})
+        for r, v in found.items():
+            out[r] = out.get(r, 0.0) + w * v
+    return out
+
+
+def _not_common_in_project(conn: Any, words: list[str], project: str, share: float) -> list[str]:
+    size = conn.execute("SELECT count(*) FROM memory WHERE project = ? AND present = 1", (project,)).fetchone()[0]
+    kept = []
+    for w in words:
+        n = conn.execute(
+            "SELECT count(*) FROM memory_fts JOIN memory m ON m.rowid = memory_fts.rowid "
+            "WHERE memory_fts MATCH ? AND m.project = ? AND m.present = 1",
+            (query.own_words(fts_any_of([w])), project),
+        ).fetchone()[0]
+        if n < share * size:
+            kept.append(w)
+    return kept or words
 
 
 def _within_budget(
@@ -142,6 +190,8 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
     deep = keyword
     keyword = dict(sorted(keyword.items(), key=lambda kv: -kv[1])[:depth])
     vector = None if vectors is None else _vector_candidates(conn, vectors[0], filters, depth, tuning.oversample)
+    if tuning.sdm_ordered or tuning.sdm_unordered:
+        keyword = _with_proximity(conn, text, keyword, filters, depth, tuning)
     if tuning.complete and vector is not None and vectors is not None:
         _, match, weight = _keyword_search(conn, text, filters, 1, tuning)  # experiment: the match it used
         keyword, vector = _complete(conn, keyword, vector, match, weight, vectors[0], tuning.complete_floor)
@@ -149,6 +199,9 @@ def hybrid_search(conn: Any, text: str, filters: query.Filters, limit: int, inde
         keyword, vector = _complete_from(conn, keyword, deep, vector, vectors[0], tuning)
     if tuning.vec_ctx_weight and vector is not None and vectors is not None:
         vector = _vector_with_neighbours(conn, keyword, vector, vectors[0], filters, tuning)
+    if tuning.kw_smooth:
+        kpos, _ = _ranking_fields(conn, list(keyword), [])
+        keyword = smooth_with_neighbours(min_max(keyword), kpos, tuning.kw_smooth)
     if tuning.exact_smooth and vector is not None and vectors is not None:
         scores, positions = _exact_smoothing(conn, text, keyword, deep, vector, vectors[0], filters, tuning)
     else:

@@ -115,6 +115,9 @@ ABLATIONS: dict[str, dict[str, float | int | bool | str]] = {
     "x scores completed (keyword depth 1000)": {"complete_depth": 1000},
     "x scores completed, floor (keyword depth 300)": {"complete_depth": 300, "complete_floor": True},
     "x scores completed + neighbours scored (1000)": {"complete_depth": 1000, "exact_smooth": True},
+    "x vector neighbour context 0.5 + keyword smoothing 0.3": {"vec_ctx_weight": 0.5, "kw_smooth": 0.3, "neighbour_weight": 0.0},
+    "x proximity (word pairs: phrase 0.10, window 0.05)": {"sdm_ordered": 0.10, "sdm_unordered": 0.05},
+    "x words in half the project's memories left out": {"project_common_share": 0.5},
 }
 
 
