@@ -103,6 +103,11 @@ def test_keyword_terms_lower_case_in_first_seen_order():
     assert keyword_terms("Zeta alpha ZETA beta") == ["zeta", "alpha", "beta"]
 
 
+def test_keyword_terms_leave_out_what_contractions_and_possessives_leave_behind():
+    assert keyword_terms("Caroline's sister didn't like it, she'd said") == ["caroline", "sister", "like", "said"]
+    assert keyword_terms("Don won the cup") == ["don", "won", "cup"]  # a name and a word, kept
+
+
 @pytest.fixture(scope="module")
 def fts_conn():
     conn = db.connect(":memory:", wal=False)
