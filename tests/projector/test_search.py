@@ -32,6 +32,8 @@ from projector.query import (
 )
 from projector.schema import TABLES, vector_table_sql
 from projector.search import (
+    CODE_DISTANCE_RUNGS,
+    CODES_WITHIN_RUNG,
     affordable_terms,
     boost_tagged,
     code_distance_caps,
@@ -240,6 +242,9 @@ def test_counts_capped_just_over_the_budget_keep_the_same_terms_when_those_fit(c
 def test_code_distance_caps_tighten_first_and_end_uncapped():
     caps = code_distance_caps(384)
     assert caps[-1] is None and caps[:-1] == sorted(caps[:-1]) and caps[0] == 128
+    # a share of codes measured for every cap, each cap letting more through than the one before
+    assert len(CODES_WITHIN_RUNG) == len(CODE_DISTANCE_RUNGS)
+    assert list(CODES_WITHIN_RUNG) == sorted(set(CODES_WITHIN_RUNG))
 
 
 def test_the_ladder_starts_at_the_tightest_cap_expected_to_be_enough():
