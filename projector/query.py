@@ -186,6 +186,21 @@ def ranking_fields_sql(rowids: Sequence[int], words: Sequence[str]) -> tuple[str
     return sql, [*words, json_ids(rowids)]
 
 
+def any_forgotten_sql(project: str) -> tuple[str, list[Any]]:
+    """Whether ``project`` has a forgotten memory (one probe of the ``memory_by_seq`` index)."""
+    return "SELECT EXISTS (SELECT 1 FROM memory WHERE project = ? AND present = 0)", [project]
+
+
+def empty_gaps_sql(project: str, gaps: Sequence[tuple[int, int]]) -> tuple[str, list[Any]]:
+    """Of ``gaps`` (pairs of log positions), those with no present memory of ``project``
+    strictly between them: one probe of the ``(project, present, seq)`` index each."""
+    sql = (
+        "SELECT g.value ->> 0, g.value ->> 1 FROM json_each(?) g WHERE NOT EXISTS (SELECT 1 FROM memory m "
+        "WHERE m.project = ? AND m.present = 1 AND m.seq > g.value ->> 0 AND m.seq < g.value ->> 1)"
+    )
+    return sql, [orjson.dumps([list(gap) for gap in gaps]).decode(), project]
+
+
 def context_sql(f: Filters, limit: int) -> tuple[str, list[Any]]:
     """The start-of-session context: most important first, then most recent."""
     where, params = filter_sql(f)

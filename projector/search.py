@@ -114,21 +114,42 @@ def fuse_scores(keyword: Mapping[int, float], vector: Mapping[int, float] | None
     }
 
 
-def smooth_with_neighbours(scores: Mapping[int, float], seq: Mapping[int, int], weight: float) -> dict[int, float]:
-    """Add ``weight`` x the scores of the memories saved just before and after each one.
+# Lines that may lie between two memories, each an edit of another memory (an update, a forget,
+# which take a line of the log of their own), with the two still neighbours. Checking a gap
+# costs an index probe; gaps wider than this are taken for other memories between them.
+MAX_EDIT_RUN = 32
+
+
+def gaps_to_check(seq: Mapping[int, int]) -> list[tuple[int, int]]:
+    """Positions of candidates next to each other in log order but more than a line apart
+    (and at most ``MAX_EDIT_RUN`` lines between): neighbours if no present memory lies between."""
+    positions = sorted(seq.values())
+    return [(a, b) for a, b in zip(positions, positions[1:]) if 1 < b - a <= MAX_EDIT_RUN + 1]
+
+
+def next_neighbours(seq: Mapping[int, int], empty_gaps: Collection[tuple[int, int]]) -> dict[int, int]:
+    """Each candidate's next one in log order (row id to row id) if they are neighbours among
+    the project's present memories: on the next line, or with only edits of others (the
+    ``empty_gaps``, pairs of positions) between them."""
+    ordered = sorted(seq, key=seq.__getitem__)
+    return {
+        a: b for a, b in zip(ordered, ordered[1:])
+        if seq[b] - seq[a] == 1 or (seq[a], seq[b]) in empty_gaps
+    }
+
+
+def smooth_with_neighbours(scores: Mapping[int, float], next_of: Mapping[int, int], weight: float) -> dict[int, float]:
+    """Add ``weight`` x the scores of the memories saved just before and after each one
+    (``next_of``: see ``next_neighbours``).
 
     Memories saved one after another usually come from one conversation, and a short
     note is often only understood with its neighbours ("yes, that one, from Paris")."""
     if weight == 0:
         return dict(scores)
-    by_seq = {seq[rowid]: rowid for rowid in scores if rowid in seq}
+    previous_of = {b: a for a, b in next_of.items()}
     out = {}
     for rowid, score in scores.items():
-        position = seq.get(rowid)
-        around = 0.0
-        if position is not None:
-            for neighbour in (by_seq.get(position - 1), by_seq.get(position + 1)):
-                around += scores[neighbour] if neighbour is not None else 0.0
+        around = sum(scores.get(n, 0.0) for n in (previous_of.get(rowid), next_of.get(rowid)) if n is not None)
         out[rowid] = score + weight * around
     return out
 

@@ -21,7 +21,9 @@ from projector.query import (
     Filters,
     coarse_vector_sql,
     context_sql,
+    any_forgotten_sql,
     count_sql,
+    empty_gaps_sql,
     epoch_ms,
     filter_sql,
     keyword_sql,
@@ -44,6 +46,9 @@ from projector.search import (
     min_max,
     rank,
     smooth_with_neighbours,
+    gaps_to_check,
+    next_neighbours,
+    MAX_EDIT_RUN,
 )
 
 # -- score fusion, neighbours, tags ---------------------------------------------------------
@@ -66,10 +71,27 @@ def test_fuse_scores_without_vectors_is_the_scaled_keyword_side():
 
 def test_neighbours_lend_part_of_their_score():
     scores = {10: 1.0, 11: 0.5, 20: 0.2}
-    seq = {10: 4, 11: 5, 20: 9}
-    smoothed = smooth_with_neighbours(scores, seq, weight=0.5)
+    next_of = next_neighbours({10: 4, 11: 5, 20: 9}, empty_gaps=set())
+    assert next_of == {10: 11}
+    smoothed = smooth_with_neighbours(scores, next_of, weight=0.5)
     assert smoothed == {10: 1.0 + 0.25, 11: 0.5 + 0.5, 20: 0.2}
-    assert smooth_with_neighbours(scores, seq, weight=0) == scores
+    assert smooth_with_neighbours(scores, next_of, weight=0) == scores
+
+
+def test_memories_with_only_edits_between_them_are_neighbours():
+    seq = {10: 4, 11: 5, 20: 9, 30: 60}
+    assert gaps_to_check(seq) == [(5, 9)]  # 9 -> 60: more lines between than edits can explain
+    assert next_neighbours(seq, empty_gaps={(5, 9)}) == {10: 11, 11: 20}
+    assert next_neighbours(seq, empty_gaps=set()) == {10: 11}
+
+
+@given(st.dictionaries(st.integers(1, 50), st.integers(1, 200), max_size=30))
+def test_each_memory_has_at_most_one_neighbour_on_each_side(seq: dict[int, int]):
+    seq = {rowid: position for rowid, position in seq.items() if list(seq.values()).count(position) == 1}
+    next_of = next_neighbours(seq, set(gaps_to_check(seq)))
+    assert len(set(next_of.values())) == len(next_of)
+    assert all(seq[a] < seq[b] <= seq[a] + MAX_EDIT_RUN + 1 for a, b in next_of.items())
+    assert all(not (seq[a] < position < seq[b]) for a, b in next_of.items() for position in seq.values())
 
 
 def test_tagged_memories_are_boosted():
@@ -288,6 +310,8 @@ def test_every_builder_is_valid_sql_on_the_schema():
         count_sql(full),
         prefix_sql("acme", "abcdef"),
         present_bound_sql("acme"),
+        empty_gaps_sql("acme", [(1, 3), (4, 9)]),
+        any_forgotten_sql("acme"),
     ]:
         conn.execute(sql, params).fetchall()
     conn.close()
@@ -656,3 +680,24 @@ def test_a_query_the_model_fails_on_is_answered_by_keywords(make_index: Callable
     result = index.search("lighthouse", project="acme")
     assert result.mode == "keyword" and hit_ids(result) == [saved.memory_id]
     assert "embedding model unavailable" in (result.warning or "")
+
+
+def test_memories_with_only_forgets_between_them_stay_neighbours(index: Index, log: EventLog):
+    from projector.hybrid import _next_neighbours
+
+    a = save_at(log, "acme", "the deploy runs on fridays")
+    gone = save_at(log, "acme", "an unrelated note")
+    b = save_at(log, "acme", "yes, that one, after the freeze")
+    log.forget("acme", gone.memory_id)  # a line of its own, after b
+    c = save_at(log, "acme", "a note saved after the forget")
+    d = save_at(log, "other", "another project's note")  # another project's log: its own lines
+    index.catch_up()
+    conn = index._connection()
+    rowid = {m: r for m, r in conn.execute("SELECT memory_id, rowid FROM memory WHERE project = 'acme'")}
+    seq = {r: s for r, s in conn.execute("SELECT rowid, seq FROM memory WHERE project = 'acme' AND present = 1")}
+    assert d.memory_id not in rowid
+    assert _next_neighbours(conn, "acme", seq) == {rowid[a.memory_id]: rowid[b.memory_id],
+                                                   rowid[b.memory_id]: rowid[c.memory_id]}
+    # a present memory between two candidates keeps them apart: leave b out of the candidates
+    del seq[rowid[b.memory_id]]
+    assert _next_neighbours(conn, "acme", seq) == {}
