@@ -155,10 +155,9 @@ def _next_neighbours(conn: Any, project: str, positions: dict[int, int]) -> dict
     in a project with a forgotten memory (a forget or an update has left a line between
     memories; else a gap holds other memories, bar a rare garbage or duplicate line): the
     lookups cost ~0.5 ms at 1k memories, where most candidates are a few lines apart."""
-    gaps = gaps_to_check(positions)
-    if not gaps or not conn.execute(*query.any_forgotten_sql(project)).fetchone()[0]:
-        return next_neighbours(positions, set())
-    empty = {(row[0], row[1]) for row in conn.execute(*query.empty_gaps_sql(project, gaps))}
+    gaps, empty = gaps_to_check(positions), set[tuple[int, int]]()
+    if gaps and conn.execute(*query.any_forgotten_sql(project)).fetchone()[0]:
+        empty = {(row[0], row[1]) for row in conn.execute(*query.empty_gaps_sql(project, gaps))}
     return next_neighbours(positions, empty)
 
 
