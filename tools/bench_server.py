@@ -21,6 +21,9 @@ MCP SDK's stdio client as an assistant drives it. Measured:
   until the answer) on a fresh server each round, which times the server's part of a call
   without the SDK client's own work (parsing into models, validating the structured result
   against the tool's output schema);
+- the same mix through the official TypeScript MCP SDK client, the library Claude Code and
+  Claude Desktop are built on (tools/ts_client/drive.mjs; ``npm ci`` installs its pinned
+  version there on the first run; skipped with a note if node or npm is missing, or ``--no-ts``);
 - the same save/search mix through ``MemoryService`` in this process (no MCP, no pipes), to
   split a call's time into the service's work and the protocol's.
 
@@ -224,33 +227,84 @@ class WireClient:
         self.proc.wait(timeout=60)
 
 
-def wire_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """``latency_round``'s calls from a ``WireClient``: the same mix, pauses and checks."""
+def mix_plan(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """The calls of a round after ``latency_round``'s pattern, each ``--pause-ms`` after the last:
+    a save, a search and a ping, ``--warmup`` + ``--ops`` times (the first ``--warmup`` untimed)."""
     gen = Synth(seed)
-    timed: dict[str, list[float]] = {"save": [], "search": [], "ping": []}
+    steps: list[dict[str, Any]] = []
     pause = args.pause_ms / 1000
+    for i in range(args.warmup + args.ops):
+        content, tags, importance = gen.memory()
+        timed = i >= args.warmup
+        steps += [
+            {"op": "save", "tool": "save_context", "pause_s": pause, "timed": timed,
+             "arguments": {"content": content, "tags": tags, "importance_level": importance, "project_id": PROJECT}},
+            {"op": "search", "tool": "search_contexts", "pause_s": pause, "timed": timed,
+             "arguments": {"query": gen.query(), "project_id": PROJECT}},
+            {"op": "ping", "tool": None, "pause_s": pause, "timed": timed},
+        ]
+    return steps
+
+
+def plan_summary(steps: list[dict[str, Any]], answers: list[tuple[dict[str, Any] | None, float]]) -> dict[str, Any]:
+    """p50/p95 of each op of a ``mix_plan`` from its (structured answer, seconds) pairs, after
+    checking that every save created its memory and every search found something by meaning."""
+    timed: dict[str, list[float]] = {"save": [], "search": [], "ping": []}
+    for step, (answer, seconds) in zip(steps, answers, strict=True):
+        if step["op"] == "save" and not (answer or {}).get("created"):
+            raise RuntimeError(f"a save did not create its memory: {answer}")
+        if step["op"] == "search" and (not answer or answer["mode"] != "hybrid" or not answer["results"]):
+            raise RuntimeError(f"unexpected search answer: {answer}")
+        if step["timed"]:
+            timed[step["op"]].append(seconds)
+    return {name: summary_ms(values) for name, values in timed.items()}
+
+
+def wire_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """A ``mix_plan`` from a ``WireClient``."""
+    steps = mix_plan(args, seed)
+    answers: list[tuple[dict[str, Any] | None, float]] = []
     with (work / f"{tag}.err").open("w") as errlog:
         client = WireClient(home, work / f"{tag}.pid", errlog)
         try:
             client.call("tools/list")
-            for i in range(args.warmup + args.ops):
-                content, tags, importance = gen.memory()
-                time.sleep(pause)
-                saved, save_s = client.tool("save_context", {"content": content, "tags": tags,
-                                                             "importance_level": importance, "project_id": PROJECT})
-                query = gen.query()
-                time.sleep(pause)
-                found, search_s = client.tool("search_contexts", {"query": query, "project_id": PROJECT})
-                if not saved["created"] or found["mode"] != "hybrid" or not found["results"]:
-                    raise RuntimeError(f"unexpected answers: {saved}, {found['mode']} with {len(found['results'])}")
-                time.sleep(pause)
-                _, ping_s = client.call("ping")
-                if i >= args.warmup:
-                    for name, seconds in (("save", save_s), ("search", search_s), ("ping", ping_s)):
-                        timed[name].append(seconds)
+            for step in steps:
+                time.sleep(step["pause_s"])
+                answers.append(client.tool(step["tool"], step["arguments"]) if step["tool"] else (None, client.call("ping")[1]))
         finally:
             client.close()
-    return {name: summary_ms(values) for name, values in timed.items()}
+    return plan_summary(steps, answers)
+
+
+TS_CLIENT = Path(__file__).resolve().parent / "ts_client"
+
+
+def ts_client_ready() -> str | None:
+    """None if the TypeScript SDK client can run (installing it with ``npm ci`` from its lock
+    file the first time), else why not."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return "node and npm are not on PATH"
+    if not (TS_CLIENT / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS_CLIENT, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"npm ci in {TS_CLIENT} failed: {done.stderr.strip()[-500:]}"
+    return None
+
+
+def ts_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """A ``mix_plan`` through the official TypeScript MCP SDK client (tools/ts_client/drive.mjs)."""
+    steps = mix_plan(args, seed)
+    command, *command_args = server_command(work / f"{tag}.pid")
+    plan = work / f"{tag}.plan.json"
+    plan.write_text(json.dumps({"command": command, "args": command_args, "env": server_env(home),
+                                "cwd": str(REPO_ROOT), "steps": steps}))
+    with (work / f"{tag}.err").open("w") as errlog:
+        done = subprocess.run(["node", str(TS_CLIENT / "drive.mjs"), str(plan)], cwd=TS_CLIENT, stdout=subprocess.PIPE,
+                              stderr=errlog, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the TypeScript client failed ({done.returncode}): see {work / f'{tag}.err'}")
+    answers = [(a["structured"], a["seconds"]) for a in json.loads(done.stdout.strip().splitlines()[-1])]
+    return plan_summary(steps, answers)
 
 
 def inprocess_round(home: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -406,7 +460,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for kind, runs in cold.items()
         }
 
-        rounds, wire, inproc = [], [], []
+        rounds, wire, ts, inproc = [], [], [], []
+        ts_skipped = ts_client_ready() if args.ts else "--no-ts"
+        if ts_skipped:
+            print(f"no rounds through the TypeScript SDK client: {ts_skipped}", file=sys.stderr)
+            result["ts_sdk_skipped"] = ts_skipped
         for r in range(args.rounds):
             print(f"latency round {r + 1}/{args.rounds} ...", file=sys.stderr)
             home = root / f"lat{r}"
@@ -418,6 +476,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 copy_store(base, home)
                 wait_for_quiet(args.wait_quiet)
                 wire.append(wire_round(home, work, f"wire{r}", args, seed=11 + r))
+            if ts_skipped is None:
+                home = root / f"ts{r}"
+                copy_store(base, home)
+                wait_for_quiet(args.wait_quiet)
+                ts.append(ts_round(home, work, f"ts{r}", args, seed=11 + r))
             if args.inprocess:
                 home = root / f"inproc{r}"
                 copy_store(base, home)
@@ -437,6 +500,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if wire:
             result["wire"] = {"rounds": wire, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in wire)
+                                                 for op in ("save", "search", "ping") for q in ("p50", "p95")}}
+        if ts:
+            result["ts_sdk"] = {"rounds": ts, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in ts)
                                                  for op in ("save", "search", "ping") for q in ("p50", "p95")}}
         if inproc:
             result["in_process"] = {
@@ -501,6 +567,11 @@ def markdown(result: dict[str, Any]) -> str:
         w = result["wire"]
         lines.append(f"| same calls from a bare JSON-RPC client (the server's part), save / search / ping p50 | "
                      f"{w['save_p50_ms']:.1f} / {w['search_p50_ms']:.1f} / {w['ping_p50_ms']:.2f} ms | |")
+    if "ts_sdk" in result:
+        t = result["ts_sdk"]
+        lines.append(f"| same calls through the TypeScript SDK client (Claude Code's and Claude Desktop's), "
+                     f"save / search / ping p50 | {t['save_p50_ms']:.1f} / {t['search_p50_ms']:.1f} / "
+                     f"{t['ping_p50_ms']:.2f} ms | |")
     if "in_process" in result:
         ip = result["in_process"]
         lines.append(f"| same calls in-process (`MemoryService`, no MCP), save / search p50 | "
@@ -536,6 +607,8 @@ def main() -> None:
                         help="pause before each call, like an assistant between tool calls (default 100)")
     parser.add_argument("--no-wire", dest="wire", action="store_false",
                         help="skip the rounds from a bare JSON-RPC client")
+    parser.add_argument("--no-ts", dest="ts", action="store_false",
+                        help="skip the rounds through the TypeScript SDK client (run when node and npm are found)")
     parser.add_argument("--no-inprocess", dest="inprocess", action="store_false",
                         help="skip the in-process MemoryService comparison")
     parser.add_argument("--profile", type=Path, metavar="DIR",
