@@ -257,8 +257,8 @@ def _streamline_attention(target: GraphProto) -> None:
     )
     if counts != (EXPECTED_LAYERS,) * 3:
         raise UnexpectedGraph(
-            f"found {counts[0]} query/key/value triples, {counts[1]} key transposes and {counts[2]} softmax NaN "
-            f"guards, expected {EXPECTED_LAYERS} of each"
+            f"found {counts[0]} sets of products sharing an input, {counts[1]} key transposes and {counts[2]} "
+            f"softmax NaN guards, expected {EXPECTED_LAYERS} of each"
         )
     _apply_rewrite(target, graph, rewrite)
     _drop_unread(target)
