@@ -260,6 +260,12 @@ def plan_summary(steps: list[dict[str, Any]], answers: list[tuple[dict[str, Any]
     return {name: summary_ms(values) for name, values in timed.items()}
 
 
+def plan_rounds_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of ``plan_summary`` and the median of each op's p50 and p95 over them."""
+    return {"rounds": rounds, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in rounds)
+                                 for op in ("save", "search", "ping") for q in ("p50", "p95")}}
+
+
 def wire_round(home: Path, work: Path, tag: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """A ``mix_plan`` from a ``WireClient``."""
     steps = mix_plan(args, seed)
@@ -499,11 +505,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb": median(x["rss_mb"] for x in rounds),
         }
         if wire:
-            result["wire"] = {"rounds": wire, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in wire)
-                                                 for op in ("save", "search", "ping") for q in ("p50", "p95")}}
+            result["wire"] = plan_rounds_summary(wire)
         if ts:
-            result["ts_sdk"] = {"rounds": ts, **{f"{op}_{q}_ms": median(x[op][f"{q}_ms"] for x in ts)
-                                                 for op in ("save", "search", "ping") for q in ("p50", "p95")}}
+            result["ts_sdk"] = plan_rounds_summary(ts)
         if inproc:
             result["in_process"] = {
                 "rounds": inproc,
