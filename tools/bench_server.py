@@ -5,6 +5,7 @@ Run from a checkout with the project's Python (nothing to install):
     python tools/bench_server.py                      # the numbers in BENCHMARKS.md
     python tools/bench_server.py --cold-runs 5 --rounds 3 --ops 200 --memories 1000
     python tools/bench_server.py --profile /tmp/prof  # also one round sampled by py-spy
+    python tools/bench_server.py --memories 100000 --store /tmp/projector-bench-stores/store-100000
 
 Every server is a real ``python -m mcp_server serve`` child process with the default settings
 (MiniLM embedder, durability ``always``) on a fresh temporary ``MNEMOLOG_HOME``, driven by the
@@ -437,6 +438,25 @@ def breakdown(raw: Path, rate: int, calls: int) -> dict[str, Any]:
 # -- the run -------------------------------------------------------------------------------
 
 
+def base_store(base: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The store every server gets a copy of: ``--memories`` synthetic ones written and indexed
+    here, or a copy of ``--store`` (which must hold that many in project ``bench``)."""
+    if args.store is None:
+        return populate(base, PROJECT, args.memories)
+    from mcp_server.service import MemoryService
+    from mcp_server.settings import load_settings
+
+    seconds = copy_store(args.store, base)
+    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(base)}))
+    try:
+        held = service.load(project=PROJECT, limit=1).total
+    finally:
+        service.close()
+    if held != args.memories:
+        raise SystemExit(f"{args.store} holds {held} memories of project {PROJECT!r}, not --memories {args.memories}")
+    return {"copied_from": str(args.store), "catch_up_s": round(seconds, 2)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="mnemolog-bench-server-", dir=args.dir))
     work = root / "work"
@@ -446,7 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         base = root / "base"
         print(f"populating {args.memories} memories ...", file=sys.stderr)
-        result["populate"] = populate(base, PROJECT, args.memories)
+        result["populate"] = base_store(base, args)
 
         cold: dict[str, list[dict[str, Any]]] = {"empty": [], "populated": []}
         for i in range(args.cold_runs):  # alternate the two kinds, so the machine's load hits both
@@ -603,6 +623,9 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--memories", type=int, default=1000, help="memories in the project (default 1000)")
+    parser.add_argument("--store", type=Path, metavar="DIR",
+                        help="copy this store (e.g. one of tools/bench_projector.py's --store-dir) instead of "
+                             "writing and indexing --memories new ones; it must hold --memories in project 'bench'")
     parser.add_argument("--cold-runs", type=int, default=5, help="cold starts of each kind (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds, a fresh server each (default 3)")
     parser.add_argument("--ops", type=int, default=200, help="timed saves, and searches, per round (default 200)")
