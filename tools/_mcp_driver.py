@@ -206,22 +206,28 @@ def populate(home: Path, project: str, count: int, seed: int = 1) -> dict[str, f
     (durability ``never``),
     then bring the index up to date once with the default embedder (MiniLM): every memory has
     its row, its vector and its cached embedding before any server starts. Returns timings."""
-    from mcp_server.service import MemoryService
-    from mcp_server.settings import load_settings
     from synth import write_store
 
     started = time.perf_counter()
     write_store(home, project, count, seed)
     written = time.perf_counter()
-    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(home)}))
-    try:
-        service.index.catch_up(project)
-        found = service.load(project=project, limit=1).total
-    finally:
-        service.close()
+    found = indexed_memories(home, project)
     if found != count:
         raise RuntimeError(f"populated {count} memories but the index holds {found}")
     return {"write_s": round(written - started, 2), "index_s": round(time.perf_counter() - written, 2)}
+
+
+def indexed_memories(home: Path, project: str) -> int:
+    """The memories of ``project`` in the store at ``home``, its index first brought up to date."""
+    from mcp_server.service import MemoryService
+    from mcp_server.settings import load_settings
+
+    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(home)}))
+    try:
+        service.index.catch_up(project)
+        return service.load(project=project, limit=1).total
+    finally:
+        service.close()
 
 
 def copy_store(source: Path, target: Path) -> float:

@@ -53,6 +53,7 @@ from _mcp_driver import (  # noqa: E402  (after the sys.path line, on purpose)
     MachineCpu,
     copy_store,
     cpu_seconds,
+    indexed_memories,
     machine,
     median,
     memory_mb,
@@ -229,8 +230,9 @@ class WireClient:
 
 
 def mix_plan(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    """The calls of a round after ``latency_round``'s pattern, each ``--pause-ms`` after the last:
-    a save, a search and a ping, ``--warmup`` + ``--ops`` times (the first ``--warmup`` untimed)."""
+    """The calls of a wire or TypeScript round, each ``--pause-ms`` after the last: a save, a
+    search and a ping, ``--warmup`` + ``--ops`` times (the first ``--warmup`` untimed). The mix of
+    ``latency_round``, which times its pings after the saves and searches instead."""
     gen = Synth(seed)
     steps: list[dict[str, Any]] = []
     pause = args.pause_ms / 1000
@@ -443,15 +445,8 @@ def base_store(base: Path, args: argparse.Namespace) -> dict[str, Any]:
     here, or a copy of ``--store`` (which must hold that many in project ``bench``)."""
     if args.store is None:
         return populate(base, PROJECT, args.memories)
-    from mcp_server.service import MemoryService
-    from mcp_server.settings import load_settings
-
     seconds = copy_store(args.store, base)
-    service = MemoryService(load_settings({"MNEMOLOG_HOME": str(base)}))
-    try:
-        held = service.load(project=PROJECT, limit=1).total
-    finally:
-        service.close()
+    held = indexed_memories(base, PROJECT)
     if held != args.memories:
         raise SystemExit(f"{args.store} holds {held} memories of project {PROJECT!r}, not --memories {args.memories}")
     return {"copied_from": str(args.store), "catch_up_s": round(seconds, 2)}
