@@ -370,10 +370,15 @@ class MemoryService:
         return write_export(self.log, out, projects)
 
     def import_lines(self, lines: Iterable[bytes]) -> ImportReport:
-        """Append the events of JSON lines that the log does not hold yet (by event id)."""
+        """Append the events of JSON lines that the log does not hold yet (by event id), then
+        index the projects that gained any, as a save does: servers watching the store are not
+        told of appends (their writers index them), so nobody else would until the next read."""
         from eventlog.transfer import import_lines
 
-        return import_lines(self.log, lines)
+        report = import_lines(self.log, lines)
+        for project in sorted(report.projects):
+            self._written(project)
+        return report
 
 
 def open_event_log(settings: Settings, client: str | None = None) -> EventStore:

@@ -1,8 +1,10 @@
 """Catching the index up shortly after a log changes, debounced per project.
 
-The notices come from the log backend's ``watch`` (a file watcher, or a blocking ``XREAD`` on
-Redis). Only an optimisation: every read catches up first anyway, so if no notices can be had
-(inotify limits, network file systems) correctness does not change."""
+The notices come from the log backend's ``watch``: a file watcher, for logs that appear or are
+swapped (a git pull; appends are indexed by their writer), or a blocking ``XREAD`` on Redis,
+for every write (another machine's included). Only an optimisation: every read catches up
+first anyway, so if no notices can be had (inotify limits, network file systems) correctness
+does not change."""
 
 from __future__ import annotations
 

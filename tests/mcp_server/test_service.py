@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ulid import ULID
 from eventlog import EventLog
 from eventlog import clock
 from eventlog.clock import format_ts
+from eventlog.transfer import export_lines
 from mcp_server.service import InvalidArgument, Loaded, MemoryService, render_context, time_range
 from mcp_server.settings import load_settings
 from projector import Memory
@@ -89,6 +91,33 @@ def test_the_service_opens_no_index_until_used(tmp_path: Path) -> None:
     assert service.index_opened and (tmp_path / "index.db").exists()
     service.close()
     assert not service.index_opened
+
+
+def test_an_import_is_indexed_before_it_returns(tmp_path: Path) -> None:
+    """Servers watching the store are not told of appends, so an import indexes what it added,
+    as a save does; nothing reads the index in between."""
+    source = EventLog(tmp_path / "source")
+    for n in range(3):
+        source.save("acme", f"imported fact {n}")
+    source.save("beta", "a second project")
+    source.save("gamma", "a project the target already holds")
+    target = _service(tmp_path / "target")
+    try:
+        target.log.append("gamma", list(source.read("gamma")))
+        report = target.import_lines(list(export_lines(source)))
+        assert report.projects == {"acme", "beta"} and report.present == 1
+    finally:
+        target.close()
+    index_path = tmp_path / "target" / "index.db"
+    assert index_path.exists(), "the import indexed nothing"
+    index = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
+    try:
+        tracked = dict(index.execute("SELECT project, offset FROM tracking").fetchall())
+    finally:
+        index.close()
+    assert {p: tracked.get(p) for p in ("acme", "beta")} == {
+        p: target.log.log_path(p).stat().st_size for p in ("acme", "beta")
+    }
 
 
 def test_memory_record_is_json_ready() -> None:

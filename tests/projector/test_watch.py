@@ -3,6 +3,7 @@ progress reports."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -36,13 +37,24 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
     return False
 
 
+def replace_log(log: EventLog, project: str, extra: str) -> int:
+    """Swap ``project``'s log for a copy with one more save, as a git pull does (a new file);
+    the new size."""
+    path = log.log_path(project)
+    other = EventLog(path.parent.parent / "elsewhere")
+    for event in log.read(project):
+        other.append(project, [event])
+    other.save(project, extra)
+    os.replace(other.log_path(project), path)
+    return path.stat().st_size
+
+
 def test_watcher_catches_up_in_the_background(index: Index, log: EventLog):
     log.save("acme", "first")
     index.catch_up()
     index.start_watching()
     index.start_watching()  # idempotent
-    log.save("acme", "second, seen by the watcher")
-    size = log.log_path("acme").stat().st_size
+    size = replace_log(log, "acme", "second, seen by the watcher")
     assert wait_for(lambda: tracked_offset(index, "acme") == size), "the watcher never caught up"
     log.save("newproject", "a log created while watching")
     size = log.log_path("newproject").stat().st_size
@@ -64,11 +76,22 @@ def test_watcher_debounces_a_burst(make_index, log: EventLog, monkeypatch):
     log.save("acme", "before watching")
     index.start_watching()
     for i in range(50):
-        log.save("acme", f"burst {i}")
-    size = log.log_path("acme").stat().st_size
+        size = replace_log(log, "acme", f"burst {i}")
     assert wait_for(lambda: tracked_offset(index, "acme") == size)
     time.sleep(0.3)
-    assert 1 <= len(calls) < 25, calls  # a burst of 50 appends, a handful of catch-ups
+    assert 1 <= len(calls) < 25, calls  # a burst of 50 swaps, a handful of catch-ups
+
+
+def test_watcher_leaves_appends_to_their_writer(make_index, log: EventLog, monkeypatch):
+    index = make_index()
+    calls: list[str] = []
+    monkeypatch.setattr(index, "catch_up", lambda project=None: calls.append(project))
+    log.save("acme", "before watching")
+    index.start_watching()
+    for i in range(5):
+        log.save("acme", f"appended {i}")
+    time.sleep(0.6)  # over twice the debounce
+    assert calls == []
 
 
 def test_reads_are_correct_without_a_watcher(index: Index, log: EventLog):
