@@ -3,9 +3,9 @@ are replaced or go away (a git pull, a rewrite, another process's first save to 
 
 Appends in place are not reported: their writer indexes them itself (a server in the
 background, the command line before it exits). Reporting them woke every other server on the
-store at each save, right when the saving server needed a core to answer: with 8 servers on one
-store, the save p50 grew by a third over 1 server, and by 2% without those notices (scratch,
-BENCHMARKS.md "Many clients at once").
+store at each save, right when the saving server needed a core to answer: the save p50 of 8
+servers on one store was ×1.4 that of one server, and ×1.0 without those notices
+(BENCHMARKS.md, "Many clients at once").
 
 Only an optimisation for readers: they ask ``heads`` (one ``stat``) before every read anyway,
 so if the platform's watcher is unavailable (inotify limits, network file systems) nothing but

@@ -1,6 +1,8 @@
 """Retrieval quality on LoCoMo (../shared/bench/locomo-dev.json), through the real save and
 search paths: every dialog turn saved as one memory (one project per conversation), every
 question searched in its own project; recall@5/@10 of the evidence turns per category.
+With ``--ablate``, also each tuning knob changed in turn, and a leave-one-conversation-out
+estimate: for each conversation, the setting best on the other four, scored on it.
 
     python tools/bench_locomo.py [--embedder minilm|none] [--ablate] [--data PATH] [--json OUT]
 
@@ -108,14 +110,27 @@ ABLATIONS: dict[str, dict[str, float]] = {
 }
 
 
+# Rows of ABLATIONS that are not candidates for the default, whatever their recall.
+NOT_ADMISSIBLE = {
+    "context weight 0.7": "a memory's neighbour can outrank the memory that says the searched word "
+                          "(BENCHMARKS.md, LoCoMo section; tests/projector/test_search.py)",
+}
+
+
 def store_all(data: list[dict], log: EventLog, index: Index) -> list[tuple[str, dict[str, set[str]], list[dict]]]:
     """Save every conversation; return (project, memory id -> turn ids, questions) of each."""
     return [(*store_conversation(log, index, sample), sample["qa"]) for sample in data]
 
 
-def evaluate(index: Index, stored: list[tuple[str, dict[str, set[str]], list[dict]]]) -> dict:
-    """Ask every question in its own project; recall@5/@10 per category, latency, leaks."""
+# Recall of each question of categories 1-4, by conversation (project), for k = 5 and 10.
+PerConversation = dict[str, dict[int, list[float]]]
+
+
+def evaluate(index: Index, stored: list[tuple[str, dict[str, set[str]], list[dict]]]) -> tuple[dict, PerConversation]:
+    """Ask every question in its own project; recall@5/@10 per category, latency, leaks; and
+    each conversation's recalls of categories 1-4."""
     recalls: dict[int, dict[int, list[float]]] = {5: defaultdict(list), 10: defaultdict(list)}
+    per_conversation: PerConversation = {}
     latencies, wrong_project, rewritten, dropped, unanswerable = [], 0, 0, 0, 0
     modes: set[str] = set()
     for project, by_memory, questions in stored:
@@ -134,8 +149,11 @@ def evaluate(index: Index, stored: list[tuple[str, dict[str, set[str]], list[dic
             found = [by_memory.get(h.memory.id, set()) for h in result.hits]
             for k in (5, 10):
                 hit_turns = set().union(*found[:k]) if found[:k] else set()
-                recalls[k][qa["category"]].append(len(hit_turns & set(evidence)) / len(evidence))
-    return {
+                recall = len(hit_turns & set(evidence)) / len(evidence)
+                recalls[k][qa["category"]].append(recall)
+                if qa["category"] != 5:
+                    per_conversation.setdefault(project, {5: [], 10: []})[k].append(recall)
+    summary = {
         "modes": sorted(modes),
         "questions": sum(len(v) for v in recalls[5].values()),
         "evidence_rewritten": rewritten,
@@ -152,6 +170,39 @@ def evaluate(index: Index, stored: list[tuple[str, dict[str, set[str]], list[dic
         "search_ms_p95": round(percentile(latencies, 0.95), 2),
         "wrong_project_results": wrong_project,
     }
+    return summary, per_conversation
+
+
+def held_out(per_setting: dict[str, PerConversation]) -> dict:
+    """Leave one conversation out: for each, the setting with the best recall@5 + recall@10 on
+    the other conversations (their questions pooled), scored on it; then recall over every
+    question so scored. How the knobs' choice on these conversations carries to unseen ones.
+    Also the default's recall per conversation, to show how much one conversation differs."""
+    conversations = sorted(next(iter(per_setting.values())))
+    default = per_setting["default"]
+    per_setting = {name: v for name, v in per_setting.items() if name not in NOT_ADMISSIBLE}
+
+    def pooled(setting: str, k: int, among: list[str]) -> float:
+        values = [x for c in among for x in per_setting[setting][c][k]]
+        return sum(values) / len(values)
+
+    chosen: dict[str, str] = {}
+    scored: dict[int, list[float]] = {5: [], 10: []}
+    for left_out in conversations:
+        others = [c for c in conversations if c != left_out]
+        best = max(per_setting, key=lambda name: pooled(name, 5, others) + pooled(name, 10, others))
+        chosen[left_out] = best
+        for k in (5, 10):
+            scored[k].extend(per_setting[best][left_out][k])
+    return {
+        "settings_left_out": sorted(NOT_ADMISSIBLE),
+        "setting_chosen_per_conversation": chosen,
+        **{f"recall@{k}": round(statistics.mean(scored[k]), 4) for k in (5, 10)},
+        "default_per_conversation": {
+            c: {"questions": len(default[c][5]), **{f"recall@{k}": round(statistics.mean(default[c][k]), 4) for k in (5, 10)}}
+            for c in conversations
+        },
+    }
 
 
 def run(data_path: Path, embedder_kind: str, ablate: bool) -> dict:
@@ -167,13 +218,15 @@ def run(data_path: Path, embedder_kind: str, ablate: bool) -> dict:
     started = time.perf_counter()
     stored = store_all(data, log, index)
     results: dict = {"embedder": embedder_kind, "store_seconds": round(time.perf_counter() - started, 1)}
-    results.update(evaluate(index, stored))
+    summary, _ = evaluate(index, stored)
+    results.update(summary)
     if ablate:
-        results["ablations"] = {}
+        results["ablations"], per_setting = {}, {}
         for name, changes in ABLATIONS.items():
             index.tuning = dataclasses.replace(SearchTuning(), **changes)
-            outcome = evaluate(index, stored)
+            outcome, per_setting[name] = evaluate(index, stored)
             results["ablations"][name] = {f"recall@{k}": outcome["recall"][k]["cat1-4"] for k in ("5", "10")}
+        results["held_out_categories_1_4"] = held_out(per_setting)
     index.close()
     shutil.rmtree(root, ignore_errors=True)
     return results
@@ -184,7 +237,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--embedder", default="minilm", choices=["minilm", "none"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--ablate", action="store_true", help="also rank with each tuning knob changed")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also rank with each tuning knob changed, and estimate by leaving one "
+                             "conversation out what choosing among those settings gives on unseen ones")
     args = parser.parse_args()
     results = run(args.data, args.embedder, args.ablate)
     text = json.dumps(results, indent=2)
