@@ -60,8 +60,10 @@ def _keyword_candidates(conn: Any, text: str, filters: query.Filters, depth: int
     words, weight, budget = keyword_terms(text), tuning.context_weight, tuning.keyword_budget
     if not words:
         return {}
-    terms, over = words, True
-    if weight > 0:
+    terms, over = words, conn.execute(query.ROW_BOUND_SQL).fetchone()[0] > budget
+    # Within the bound every word is matched: no OR of words can match more rows than the index
+    # holds, so counting them (a query a word) would only cost time.
+    if over and weight > 0:
         # Counts capped just over the budget choose the same words as exact ones unless even
         # the rarest word is over it, and then the context is left out below anyway.
         terms, over = _within_budget(conn, words, budget, lambda match: match, cap=budget + 1)

@@ -119,6 +119,11 @@ def coarse_vector_sql(vector: bytes, f: Filters, pool: int, max_distance: int | 
     return sql, [vector, pool, *params, *([] if max_distance is None else [max_distance])]
 
 
+# An upper bound on the rows of the full-text index (every project's), in one index probe:
+# its rows are the memories', by row id.
+ROW_BOUND_SQL = "SELECT coalesce(max(rowid), 0) FROM memory"
+
+
 def present_bound_sql(project: str) -> tuple[str, list[Any]]:
     """An upper bound on the present memories of ``project`` in one index probe: each was first
     seen on a line of its own, and ``seq`` is that line's number (counting them walks them all:

@@ -136,6 +136,23 @@ def test_a_word_over_the_budget_with_the_context_is_matched_in_the_memories_own_
     assert {h.memory.id for h in index.search("billing", project="acme").hits} == {ids[0], ids[3]}
 
 
+def test_an_index_within_the_budget_matches_every_word_without_counting(log: EventLog, index: Index, monkeypatch):
+    ids = save_all(log, index, ["billing moved to Frankfurt", "yes, that one was slow", "lunch", "billing is monthly"])
+    # With the context (the neighbours' words), billing is in all 4 rows and Frankfurt in the
+    # first 3. Under a budget of 3 rows only the rarer word fits; the index's 4 rows are over it.
+    index.tuning = replace(index.tuning, keyword_budget=3)
+    assert {h.memory.id for h in index.search("billing Frankfurt", project="acme").hits} == set(ids[:3])
+    # Within a budget of 4 the words' counts (7 together) are not asked: both are matched.
+    index.tuning = replace(index.tuning, keyword_budget=4)
+    from projector import hybrid
+
+    def no_counting(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an index of 4 rows counted words against a budget of 4")
+
+    monkeypatch.setattr(hybrid, "_within_budget", no_counting)
+    assert {h.memory.id for h in index.search("billing Frankfurt", project="acme").hits} == set(ids)
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_keyword_sql_weights_the_context_column(weight: float):
     sql, params = keyword_sql('"x"', Filters("p"), 10, context_weight=weight)
