@@ -113,7 +113,7 @@ ABLATIONS: dict[str, dict[str, float]] = {
 # Rows of ABLATIONS that are not candidates for the default, whatever their recall.
 NOT_ADMISSIBLE = {
     "context weight 0.7": "a memory's neighbour can outrank the memory that says the searched word "
-                          "(BENCHMARKS.md, LoCoMo section; tests/projector/test_search.py)",
+                          "(BENCHMARKS.md, LoCoMo section; tests/projector/test_context.py)",
 }
 
 
