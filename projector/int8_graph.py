@@ -221,14 +221,19 @@ def _apply_rewrite(target: GraphProto, graph: _Graph, rewrite: _Rewrite) -> None
     for name, dims in rewrite.reshaped.items():
         graph.tensors[name].dims[:] = dims
     target.initializer.extend(rewrite.added)
-    produced = {name for node in nodes for name in node.output}
-    # Copies: the kept nodes and value_info entries are messages of the fields cleared below.
-    nodes = [copy.deepcopy(node) for node in nodes]
     for node in nodes:
         node.input[:] = [rewrite.renamed.get(name, name) for name in node.input]
+    _set_nodes(target, nodes)
+
+
+def _set_nodes(target: GraphProto, nodes: list[NodeProto]) -> None:
+    """Make ``nodes`` the graph's nodes, keeping only the value_info of tensors they produce."""
+    produced = {name for node in nodes for name in node.output}
+    # Copies: the kept nodes and value_info entries are messages of the fields cleared below.
+    kept = [copy.deepcopy(node) for node in nodes]
     value_info = [copy.deepcopy(info) for info in target.value_info if info.name in produced]
     target.ClearField("node")
-    target.node.extend(nodes)
+    target.node.extend(kept)
     target.ClearField("value_info")
     target.value_info.extend(value_info)
 
@@ -354,13 +359,7 @@ def _drop_unread(target: GraphProto) -> None:
         nodes = [node for node in target.node if any(name in read for name in node.output)]
         if len(nodes) == len(target.node):
             break
-        kept = [copy.deepcopy(node) for node in nodes]
-        target.ClearField("node")
-        target.node.extend(kept)
+        _set_nodes(target, nodes)
     initializers = [copy.deepcopy(t) for t in target.initializer if t.name in read]
     target.ClearField("initializer")
     target.initializer.extend(initializers)
-    produced = {name for node in target.node for name in node.output}
-    value_info = [copy.deepcopy(info) for info in target.value_info if info.name in produced]
-    target.ClearField("value_info")
-    target.value_info.extend(value_info)

@@ -486,27 +486,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if ts_skipped:
             print(f"no rounds through the TypeScript SDK client: {ts_skipped}", file=sys.stderr)
             result["ts_sdk_skipped"] = ts_skipped
-        for r in range(args.rounds):
-            print(f"latency round {r + 1}/{args.rounds} ...", file=sys.stderr)
-            home = root / f"lat{r}"
+        def fresh_copy(name: str) -> Path:
+            """A new copy of the base store for one round, once the machine is quiet."""
+            home = root / name
             copy_store(base, home)
             wait_for_quiet(args.wait_quiet)
-            rounds.append(asyncio.run(latency_round(home, work, f"lat{r}", args, seed=11 + r)))
+            return home
+
+        for r in range(args.rounds):
+            print(f"latency round {r + 1}/{args.rounds} ...", file=sys.stderr)
+            rounds.append(asyncio.run(latency_round(fresh_copy(f"lat{r}"), work, f"lat{r}", args, seed=11 + r)))
             if args.wire:
-                home = root / f"wire{r}"
-                copy_store(base, home)
-                wait_for_quiet(args.wait_quiet)
-                wire.append(wire_round(home, work, f"wire{r}", args, seed=11 + r))
+                wire.append(wire_round(fresh_copy(f"wire{r}"), work, f"wire{r}", args, seed=11 + r))
             if ts_skipped is None:
-                home = root / f"ts{r}"
-                copy_store(base, home)
-                wait_for_quiet(args.wait_quiet)
-                ts.append(ts_round(home, work, f"ts{r}", args, seed=11 + r))
+                ts.append(ts_round(fresh_copy(f"ts{r}"), work, f"ts{r}", args, seed=11 + r))
             if args.inprocess:
-                home = root / f"inproc{r}"
-                copy_store(base, home)
-                wait_for_quiet(args.wait_quiet)
-                inproc.append(inprocess_round(home, args, seed=31 + r))
+                inproc.append(inprocess_round(fresh_copy(f"inproc{r}"), args, seed=31 + r))
         result["stdio"] = {
             "rounds": rounds,
             "save_p50_ms": median(x["save"]["p50_ms"] for x in rounds),
