@@ -151,7 +151,8 @@ class Index:
     def close(self) -> None:
         """Stop the watcher and close the connection."""
         if self._watcher is not None:
-            self._watcher.stop()
+            if not self._watcher.stop():
+                logger.warning("a background catch-up is still running; closing the index after it")
             self._watcher = None
         with self._mutex:
             self._close_connection()

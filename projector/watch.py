@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # enough for a Redis listener on another machine, the only one to index there, to show a save
 # well within a second. Reads never wait on it: every read catches up first.
 DEBOUNCE_SECONDS = 0.25
+# How long stop() waits for a background catch-up under way (one that embeds a pulled log's
+# saves can take seconds; past this the owner closes anyway, as before).
+STOP_TIMEOUT_SECONDS = 10.0
 
 
 class LogWatcher:
@@ -34,7 +37,9 @@ class LogWatcher:
         self._catch_up = catch_up
         self._debounce = debounce
         self._timers: dict[str, threading.Timer] = {}
-        self._guard = threading.Lock()
+        self._guard = threading.Condition()
+        self._running = 0  # catch-ups under way on timer threads
+        self._stopped = False
         self._observer: Any = None
 
     def start(self) -> None:
@@ -47,9 +52,10 @@ class LogWatcher:
 
     def _changed(self, project: str) -> None:
         with self._guard:
-            if project in self._timers:
-                # A catch-up is already due: it will read this change too. Not postponed, so
-                # a steady stream of writes elsewhere still reaches the index every debounce.
+            if self._stopped or project in self._timers:
+                # Stopped, or a catch-up is already due: it will read this change too. Not
+                # postponed, so a steady stream of writes elsewhere still reaches the index
+                # every debounce.
                 return
             timer = threading.Timer(self._debounce, self._run, args=(project,))
             timer.daemon = True
@@ -59,17 +65,31 @@ class LogWatcher:
     def _run(self, project: str) -> None:
         with self._guard:
             self._timers.pop(project, None)
+            # A timer already past its wait runs even if cancelled: after stop() it must not
+            # touch the index, which its owner is about to close (a catch-up would reopen it
+            # on a daemon thread that may still be in SQLite or the model at interpreter exit).
+            if self._stopped:
+                return
+            self._running += 1
         try:
             self._catch_up(project)
         except Exception as e:  # a failed background catch-up is retried by the next read
             logger.warning("background catch-up of %r failed: %s", project, e)
+        finally:
+            with self._guard:
+                self._running -= 1
+                self._guard.notify_all()
 
-    def stop(self) -> None:
-        """Stop the observer and any pending catch-up."""
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
+        """Stop the observer, cancel pending catch-ups and wait (up to ``timeout``) for one
+        under way; False if it was still running then."""
         with self._guard:
+            self._stopped = True
             for timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
         if self._observer is not None:
             self._observer.stop()
             self._observer = None
+        with self._guard:
+            return self._guard.wait_for(lambda: self._running == 0, timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from _projector_support import write_events
 
 from eventlog import EventLog
 from projector import Index
+from projector.watch import LogWatcher
 
 
 def tracked_offset(index: Index, project: str) -> int:
@@ -92,6 +94,63 @@ def test_watcher_leaves_appends_to_their_writer(make_index, log: EventLog, monke
         log.save("acme", f"appended {i}")
     time.sleep(0.6)  # over twice the debounce
     assert calls == []
+
+
+class NoticesByHand:
+    """A log backend stand-in whose change notices the test sends itself."""
+
+    def __init__(self) -> None:
+        self.notify = None
+        self.stopped = False
+
+    def watch(self, on_change):
+        self.notify = on_change
+        return self
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_stopping_a_watcher_waits_for_the_catch_up_under_way():
+    store, started, release, finished = NoticesByHand(), threading.Event(), threading.Event(), threading.Event()
+
+    def slow_catch_up(project):
+        started.set()
+        release.wait(5)
+        finished.set()
+
+    watcher = LogWatcher(store, slow_catch_up, debounce=0.01)  # type: ignore[arg-type]
+    watcher.start()
+    store.notify("acme")
+    assert started.wait(5), "the notice never led to a catch-up"
+    threading.Timer(0.2, release.set).start()
+    assert watcher.stop() is True
+    assert finished.is_set(), "stop() returned while the catch-up was still using the index"
+    assert store.stopped
+
+
+def test_a_stopped_watcher_starts_no_catch_up():
+    store, calls = NoticesByHand(), []
+    watcher = LogWatcher(store, calls.append, debounce=0.05)  # type: ignore[arg-type]
+    watcher.start()
+    store.notify("acme")  # due in 0.05 s: cancelled by stop()
+    assert watcher.stop() is True
+    watcher._run("acme")  # what a timer already past its wait when cancelled goes on to do
+    store.notify("acme")  # a notice still in flight from the observer's thread
+    time.sleep(0.2)
+    assert calls == []
+
+
+def test_stop_gives_up_waiting_after_its_timeout():
+    store, release = NoticesByHand(), threading.Event()
+    watcher = LogWatcher(store, lambda project: release.wait(5), debounce=0.01)  # type: ignore[arg-type]
+    watcher.start()
+    store.notify("acme")
+    time.sleep(0.2)  # the catch-up is under way
+    try:
+        assert watcher.stop(timeout=0.1) is False
+    finally:
+        release.set()
 
 
 def test_reads_are_correct_without_a_watcher(index: Index, log: EventLog):
