@@ -142,11 +142,16 @@ def test_a_stopped_watcher_starts_no_catch_up():
 
 
 def test_stop_gives_up_waiting_after_its_timeout():
-    store, release = NoticesByHand(), threading.Event()
-    watcher = LogWatcher(store, lambda project: release.wait(5), debounce=0.01)  # type: ignore[arg-type]
+    store, started, release = NoticesByHand(), threading.Event(), threading.Event()
+
+    def stuck_catch_up(project):
+        started.set()
+        release.wait(5)
+
+    watcher = LogWatcher(store, stuck_catch_up, debounce=0.01)  # type: ignore[arg-type]
     watcher.start()
     store.notify("acme")
-    time.sleep(0.2)  # the catch-up is under way
+    assert started.wait(5), "the notice never led to a catch-up"
     try:
         assert watcher.stop(timeout=0.1) is False
     finally:
