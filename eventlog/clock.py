@@ -54,8 +54,9 @@ def next_stamp(not_before_ms: int = 0) -> tuple[str, str]:
             # Leave headroom so the increments of one millisecond never overflow.
             random_part = int.from_bytes(os.urandom(10), "big") >> 1
         _last_ms, _last_random = ms, random_part
-    # Imported on the first write, not at start-up: ``ulid`` reads its own version from the
-    # installed packages' metadata when imported, ~40 ms of a server's time to ``tools/list``.
+    # Imported on the first write, not at start-up: ``ulid`` imports ``importlib.metadata`` to
+    # read its own version, ~20 ms of a read-only command's start (a server's SDK imports that
+    # module anyway; BENCHMARKS.md, "MCP server over stdio").
     from ulid import ULID
 
     event_id = ULID.from_bytes(ms.to_bytes(6, "big") + random_part.to_bytes(10, "big"))
