@@ -26,7 +26,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from eventlog import EventLogError
 
@@ -166,7 +166,20 @@ TagsArg = Annotated[
     list[str] | str | None,
     Field(description="Tags, as a list (or one comma-separated string)."),
 ]
-ImportanceArg = Annotated[int, Field(ge=1, le=10, description="1 (trivia) to 10 (critical); 5 is ordinary.")]
+
+
+def _not_a_bool(value: object) -> object:
+    """Refuse true/false where a number is expected: pydantic would read them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true or false")
+    return value
+
+
+# Goes after a whole-number argument's Field (after it, so that the Field's bounds stay on the
+# number and in its JSON schema): JSON 5 and 5.0 are taken, true and false are not.
+NOT_BOOL = BeforeValidator(_not_a_bool)
+
+ImportanceArg = Annotated[int, Field(ge=1, le=10, description="1 (trivia) to 10 (critical); 5 is ordinary."), NOT_BOOL]
 IdArg = Annotated[str, Field(description="The memory id, or a unique prefix of at least 6 characters.")]
 
 
@@ -193,6 +206,8 @@ class _Worker:
         except Exception as e:
             if _is_user_error(e):
                 raise ToolError(str(e)) from e
+            if isinstance(e, OSError):  # the data directory: missing, not writable, disk full
+                raise ToolError(f"the store could not be read or written: {e}") from e
             raise
 
     def shutdown(self) -> None:
@@ -260,7 +275,8 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
         """Save a memory (a decision and its reason, a preference, the state of the work).
 
         The same content saved again is the same memory: the call is idempotent and returns
-        created=false.
+        created=false. Saving again adds new tags and can raise the importance, but never
+        removes a tag or lowers it: use update_context for that.
         """
         saved = await worker.run(ctx, lambda s: s.save(content, importance=importance_level, tags=tags,
                                                         project=project_id))
@@ -272,9 +288,11 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
     async def load_contexts(
         project_id: ProjectArg = None,
         importance_level: Annotated[
-            int | None, Field(ge=1, le=10, description="Only memories at least this important (default: all).")
+            int | None,
+            Field(ge=1, le=10, description="Only memories at least this important (default: all)."),
+            NOT_BOOL,
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="At most this many memories.")] = 30,
+        limit: Annotated[int, Field(ge=1, le=100, description="At most this many memories."), NOT_BOOL] = 30,
         tags_filter: TagsArg = None,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, LoadOut]:
@@ -288,7 +306,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
     async def search_contexts(
         query: Annotated[str, Field(description="What to look for, in words or as an idea.")],
         project_id: ProjectArg = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="At most this many results.")] = 10,
+        limit: Annotated[int, Field(ge=1, le=100, description="At most this many results."), NOT_BOOL] = 10,
         tags_filter: TagsArg = None,
         since: Annotated[
             str | None, Field(description="Only memories created from then: '2026-03-01', 'yesterday', "
@@ -296,7 +314,7 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
         ] = None,
         until: Annotated[str | None, Field(description="Only memories created up to then (same forms).")] = None,
         min_importance: Annotated[int | None, Field(ge=1, le=10, description="Only memories at least this "
-                                                                            "important.")] = None,
+                                                                            "important."), NOT_BOOL] = None,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, SearchOut]:
         """Search a project's memories by meaning and by words (hybrid), best first, with
@@ -310,8 +328,9 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
     async def update_context(
         context_id: IdArg,
         content: Annotated[str | None, Field(description="New content (omit to keep).")] = None,
-        importance_level: Annotated[int | None, Field(ge=1, le=10, description="New importance (omit to keep).")]
-        = None,
+        importance_level: Annotated[
+            int | None, Field(ge=1, le=10, description="New importance (omit to keep)."), NOT_BOOL
+        ] = None,
         tags: Annotated[list[str] | str | None, Field(description="New tags, replacing the old (omit to keep).")]
         = None,
         project_id: ProjectArg = None,
@@ -355,8 +374,8 @@ def build_server(service: MemoryService) -> MCPServer[Any]:
 
     @tool(READ_ONLY)
     async def get_popular_tags(
-        limit: Annotated[int, Field(ge=1, le=1000, description="At most this many tags.")] = 20,
-        min_usage: Annotated[int, Field(ge=1, description="Only tags used at least this often.")] = 1,
+        limit: Annotated[int, Field(ge=1, le=1000, description="At most this many tags."), NOT_BOOL] = 20,
+        min_usage: Annotated[int, Field(ge=1, description="Only tags used at least this often."), NOT_BOOL] = 1,
         project_id: ProjectArg = None,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TagsOut]:

@@ -223,12 +223,20 @@ class MemoryService:
         project: str | None = None,
         kind: str | None = None,
     ) -> Saved:
-        """Save a memory; the same content again is the same memory (``created`` False)."""
+        """Save a memory; the same content again is the same memory (``created`` False). Saving
+        it again adds the new tags and may raise its importance, but never drops a tag or lowers
+        the importance it has: an assistant that saves a fact twice, the second time with the
+        default arguments, must not erase what the first save said (``update`` changes those)."""
         project = self.resolve_project(project)
         event = self.log.build_save(project, content, _split_tags(tags), importance, kind)
         # The index and the log's unapplied tail, not a catch-up: a save does not wait to
         # embed and index what other servers have just saved.
         existing, last_change = self.index.latest(project, event.memory_id)
+        if existing is not None:
+            event = self.log.build_save(
+                project, content, _merged_tags(existing.tags, event.tags), max(existing.importance, event.importance),
+                existing.kind if kind is None else kind, existing.meta,
+            )
         if existing is not None and _same_attributes(existing, event):
             return Saved(event.memory_id, project, created=False)  # a retried save: nothing to write
         if last_change is not None:  # present, or forgotten by a writer whose clock runs ahead
@@ -263,7 +271,19 @@ class MemoryService:
         )
         if new.memory_id == old.id and _same_attributes(old, new):
             return Updated(old.id, project, old.id, changed=False)
-        self.log.replace(project, old.id, _after(new, old.updated_at))
+        new = _after(new, old.updated_at)
+        if new.memory_id != old.id:
+            # New content that another memory already holds would be a save of that memory with
+            # this one's tags and importance, which would silently replace its own.
+            other, last_change = self.index.latest(project, new.memory_id)
+            if other is not None:
+                raise InvalidArgument(
+                    f"memory {other.id} already has that content: update or forget {other.id}, "
+                    f"or forget {old.id} if it is no longer needed"
+                )
+            if last_change is not None:  # that content was forgotten, by a writer whose clock may run ahead
+                new = _after(new, last_change)
+        self.log.replace(project, old.id, new)
         self._written(project)
         return Updated(new.memory_id, project, old.id, changed=True)
 
@@ -478,6 +498,13 @@ def _split_tags(tags: Iterable[str] | str | None) -> Iterable[str] | None:
 
 def _tag_filter(tags: Iterable[str] | str | None) -> tuple[str, ...]:
     return validate_tags(_split_tags(tags))
+
+
+def _merged_tags(kept: Sequence[str], added: Sequence[str]) -> list[str]:
+    """``kept`` and then those of ``added`` it lacks, compared without regard to case (as tag
+    filters and counts compare them)."""
+    known = {tag.lower() for tag in kept}
+    return [*kept, *(tag for tag in added if tag.lower() not in known)]
 
 
 def _same_attributes(memory: Memory, event: MemorySaved) -> bool:

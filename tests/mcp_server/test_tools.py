@@ -88,6 +88,33 @@ def test_saving_the_same_content_again_is_idempotent(mcp: Session, log_bytes: Ca
     assert memory["tags"] == ["db", "infra"]
 
 
+def test_saving_again_with_default_arguments_keeps_the_tags_and_importance(
+    mcp: Session, log_bytes: Callable[[], dict[str, bytes]],
+) -> None:
+    first = mcp.ok("save_context", content="Backups run at 02:00 UTC.", tags=["ops", "backup"], importance_level=8)
+    before = log_bytes()
+    again = mcp.ok("save_context", content="Backups run at 02:00 UTC.")
+    assert again == {**first, "created": False}
+    assert log_bytes() == before  # nothing the memory lacks: nothing to write
+    more = mcp.ok("save_context", content="Backups run at  02:00 UTC.", tags=["OPS", "cron"], importance_level=3)
+    assert more == {**first, "created": False}
+    [memory] = mcp.ok("load_contexts")["contexts"]
+    assert memory["tags"] == ["ops", "backup", "cron"] and memory["importance"] == 8
+    mcp.ok("update_context", context_id=first["id"], tags=["cron"], importance_level=2)  # the way to take away
+    [memory] = mcp.ok("load_contexts")["contexts"]
+    assert memory["tags"] == ["cron"] and memory["importance"] == 2
+
+
+def test_updating_to_another_memorys_content_leaves_both_as_they_were(mcp: Session) -> None:
+    kept = mcp.ok("save_context", content="Beta fact.", tags=["b"], importance_level=9)
+    other = mcp.ok("save_context", content="Alpha fact.", tags=["a"], importance_level=3)
+    message = mcp.error("update_context", context_id=other["id"], content="Beta fact.")
+    assert kept["id"] in message and other["id"] in message
+    memories = {m["id"]: m for m in mcp.ok("load_contexts")["contexts"]}
+    assert (memories[kept["id"]]["tags"], memories[kept["id"]]["importance"]) == (["b"], 9)
+    assert (memories[other["id"]]["tags"], memories[other["id"]]["importance"]) == (["a"], 3)
+
+
 def test_tags_may_be_a_comma_separated_string(mcp: Session) -> None:
     mcp.ok("save_context", content="Deploys go through ArgoCD.", tags="ops, deploy")
     [memory] = mcp.ok("load_contexts")["contexts"]
@@ -315,6 +342,15 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("get_popular_tags", {"limit": 0}, "1"),
     ("get_popular_tags", {"min_usage": 0}, "1"),
     ("get_popular_tags", {"project_id": "a b"}, "invalid"),
+    # true and false are not numbers here (pydantic alone would read them as 1 and 0)
+    ("save_context", {"content": "x", "importance_level": True}, "true or false"),
+    ("update_context", {"context_id": "SAVED", "importance_level": True}, "true or false"),
+    ("load_contexts", {"limit": True}, "true or false"),
+    ("search_contexts", {"query": "x", "limit": False}, "true or false"),
+    ("search_contexts", {"query": "x", "min_importance": True}, "true or false"),
+    ("get_popular_tags", {"min_usage": True}, "true or false"),
+    # new content that another memory already holds
+    ("update_context", {"context_id": "SAVED", "content": "Another existing memory."}, "already has that content"),
 ]
 
 
@@ -326,13 +362,14 @@ def test_bad_input_is_a_tool_error_that_says_what_to_fix_and_writes_nothing(
 ) -> None:
     mcp = connect(MNEMOLOG_MAX_CONTENT_BYTES="2000")
     saved = mcp.ok("save_context", content="An existing memory.")
+    mcp.ok("save_context", content="Another existing memory.")
     arguments = {k: saved["id"] if v == "SAVED" else v for k, v in arguments.items()}
     before = log_bytes()
     message = mcp.error(tool, **arguments)
     assert message.startswith(f"Error executing tool {tool}: ")
     assert hint.lower() in message.lower(), message
     assert log_bytes() == before
-    assert mcp.ok("load_contexts")["total"] == 1  # the server is still fine
+    assert mcp.ok("load_contexts")["total"] == 2  # the server is still fine
 
 
 def test_bad_input_never_creates_a_project_log(mcp: Session, home: Path) -> None:
@@ -347,3 +384,14 @@ def test_the_log_records_the_client_name(mcp: Session, home: Path) -> None:
     [event] = list(EventLog(home).read("general"))
     assert event.actor.client  # the in-memory client's name, or the service default
     assert event.actor.pid is not None
+
+
+def test_a_store_that_cannot_be_written_is_a_tool_error_that_names_the_cause(
+    connect: Callable[..., Session], tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    mcp = connect(MNEMOLOG_HOME=str(blocker / "store"))
+    message = mcp.error("save_context", content="Where does this go?")
+    assert "could not be read or written" in message and "a-file" in message, message
+    assert blocker.read_text() == "not a directory"
