@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import hmac
 import ipaddress
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, BeforeValidator, Field
+from mcp_types import CallToolResult, TextContent, ToolAnnotations, jsonrpc_message_adapter
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from eventlog import EventLogError
 
@@ -472,6 +473,35 @@ def run_stdio(server: MCPServer[Any]) -> None:
         shutdown_server(server)
 
 
+def unreadable_line_answer(line: str) -> str | None:
+    """The JSON-RPC error answering a line that the SDK's session cannot read (the session
+    drops such a line without an answer, and its client would wait for ever), or None for a
+    line it can read, or a blank one. The line is checked with the session's own parser; the
+    answer carries the request's id when the line is JSON that names one (a request with a
+    lone surrogate escape in a string is JSON to Python but not to that parser)."""
+    if not line.strip():
+        return None
+    try:
+        jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        reason = f"{where}: {first['msg']}" if where else first["msg"]
+    except Exception as e:  # the session would drop the line just the same
+        reason = str(e) or type(e).__name__
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        parsed = None
+    request_id = parsed.get("id") if isinstance(parsed, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
+        request_id = None
+    code, what = (-32700, "Parse error") if parsed is None else (-32600, "Invalid request")
+    error = {"code": code, "message": f"{what}: {reason}"}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}) + "\n"
+
+
 async def _serve_stdio(server: MCPServer[Any]) -> None:
     """The SDK's stdio session, over pipes the event loop watches itself when stdin and stdout
     are pipes (mcp_server/pipes.py: no thread hop per message); otherwise the SDK's own."""
@@ -479,7 +509,7 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
     if lowlevel is None or not std_pipes_usable():
         await server.run_stdio_async()
         return
-    async with std_pipes() as (lines_in, lines_out):
+    async with std_pipes(unreadable_line_answer) as (lines_in, lines_out):
         # stdio_server is typed for anyio files; it only iterates lines and awaits write/flush.
         async with stdio_server(lines_in, lines_out) as (read, write):  # type: ignore[arg-type]
             await lowlevel.run(read, write, lowlevel.create_initialization_options())

@@ -20,7 +20,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import IO
 
@@ -52,17 +52,35 @@ def _is_pipe_like(mode: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-class LineReader:
-    """The lines of a pipe as text, ending at end of file. An over-long line comes out as
-    text that is not JSON, so the SDK answers it as a parse error instead of the reader dying."""
+# What the session is given for a line it cannot read: an answer to write back instead, or
+# None for a line it can read (see ``std_pipes``).
+Refusal = Callable[[str], "str | None"]
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
+
+class LineReader:
+    """The lines of a pipe as text, ending at end of file. A line ``refuse`` has an answer for
+    is answered on ``writer`` and not passed on (the SDK's session drops a line it cannot read
+    without a word, and the client would wait for ever). An over-long line comes out as text
+    that is not JSON, so it is refused too instead of the reader dying."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: LineWriter | None = None,
+                 refuse: Refusal | None = None) -> None:
+        self._reader, self._writer, self._refuse = reader, writer, refuse
 
     def __aiter__(self) -> LineReader:
         return self
 
     async def __anext__(self) -> str:
+        while True:
+            line = await self._next_line()
+            answer = self._refuse(line) if self._refuse is not None else None
+            if answer is None or self._writer is None:
+                return line
+            with suppress(ClientGone):  # nobody to tell: the session ends at end of file
+                await self._writer.write(answer)
+                await self._writer.flush()
+
+    async def _next_line(self) -> str:
         try:
             line = await self._reader.readline()
         except ValueError:  # over MAX_LINE_BYTES: asyncio has dropped what it buffered
@@ -113,8 +131,9 @@ class LineWriter:
 
 
 @asynccontextmanager
-async def std_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
-    """stdin and stdout on the running loop, diverted away from fds 0 and 1 meanwhile."""
+async def std_pipes(refuse: Refusal | None = None) -> AsyncIterator[tuple[LineReader, LineWriter]]:
+    """stdin and stdout on the running loop, diverted away from fds 0 and 1 meanwhile; lines
+    ``refuse`` has an answer for are answered, not read (``LineReader``)."""
     loop = asyncio.get_running_loop()
     wire_in, wire_out = os.dup(STDIN), os.dup(STDOUT)
     write_transport: asyncio.WriteTransport | None = None
@@ -127,7 +146,8 @@ async def std_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
             lambda: asyncio.StreamReaderProtocol(reader), _unowned(wire_in, "rb")
         )
         write_transport, _ = await loop.connect_write_pipe(lambda: flow, _unowned(wire_out, "wb"))
-        yield LineReader(reader), LineWriter(write_transport, flow)
+        writer = LineWriter(write_transport, flow)
+        yield LineReader(reader, writer, refuse), writer
     finally:
         flow.ending = True
         for transport in (read_transport, write_transport):

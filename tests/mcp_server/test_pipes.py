@@ -73,12 +73,35 @@ def test_an_over_long_line_is_a_parse_error_and_the_session_goes_on(env_for: Env
     flood = b"x" * (MAX_LINE_BYTES + 1024) + b"\n"
     proc.stdin.write(line(INITIALIZE) + line(INITIALIZED) + flood + line({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
     proc.stdin.flush()
-    replies = [json.loads(proc.stdout.readline()) for _ in range(2)]  # anything but a reply fails here
+    replies = {r["id"]: r for r in (json.loads(proc.stdout.readline()) for _ in range(3))}  # in any order
     # (stdin stays open until the answers are in: the SDK cancels requests in flight at its end)
-    assert [r["id"] for r in replies] == [1, 2] and replies[1]["result"] == {}
+    assert set(replies) == {1, None, 2} and replies[2]["result"] == {}
+    assert replies[None]["error"]["code"] == -32700
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out == b""
+
+
+def test_a_line_the_session_cannot_read_is_answered_and_writes_nothing(env_for: Env, home: Path) -> None:
+    proc = serve(env_for(home))
+    assert proc.stdin is not None and proc.stdout is not None
+    # A lone surrogate escape: JSON to Python's json module, not to the SDK's parser, which
+    # used to drop the line without an answer (the client waited for ever).
+    lone_surrogate = (b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "save_context", '
+                      b'"arguments": {"content": "hello \\ud83d"}}}\n')
+    proc.stdin.write(line(INITIALIZE) + line(INITIALIZED) + b"not json at all\n" + lone_surrogate
+                     + line({"jsonrpc": "2.0", "id": 8, "method": 5}) + b"\n"
+                     + line({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+    proc.stdin.flush()
+    replies = {r["id"]: r for r in (json.loads(proc.stdout.readline()) for _ in range(5))}  # in any order
+    assert set(replies) == {1, None, 7, 8, 9} and replies[9]["result"] == {}
+    assert replies[None]["error"]["code"] == -32700 and "Invalid JSON" in replies[None]["error"]["message"]
+    assert replies[7]["error"]["code"] == -32600 and "Invalid JSON" in replies[7]["error"]["message"]
+    assert replies[8]["error"]["code"] == -32600 and "method" in replies[8]["error"]["message"]
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out == b""  # the blank line got no answer
+    assert not list(home.glob("**/*.jsonl"))  # the refused save wrote nothing
 
 
 def test_a_client_that_closes_stdout_gets_a_warning_and_a_clean_exit(env_for: Env, home: Path) -> None:
