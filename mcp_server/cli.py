@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -180,10 +181,16 @@ def _service(settings: Settings) -> MemoryService:
     return MemoryService(settings, client="mnemolog-cli")
 
 
+# Control characters other than newline and tab (ESC among them): a memory's content may
+# hold any of them, and printed as they are they would drive the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    if args.json:
+    if args.json:  # JSON escapes them itself
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
     elif text:
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

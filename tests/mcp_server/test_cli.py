@@ -48,6 +48,16 @@ def test_plain_output_is_for_people(cli: Cli) -> None:
     assert "general" in cli("projects").out
 
 
+def test_control_characters_in_a_memory_do_not_reach_the_terminal(cli: Cli) -> None:
+    content = "colour \x1b[31mred\x1b]0;a title\x07 and a\rcarriage return"
+    assert cli("save", content).code == 0
+    for args in (("context",), ("search", "colour")):
+        shown = cli(*args)
+        assert shown.code == 0 and "\x1b" not in shown.out and "\x07" not in shown.out and "\r" not in shown.out
+        assert "colour \\x1b[31mred\\x1b]0;a title\\x07 and a\\x0dcarriage return" in shown.out, shown.out
+    assert cli("context", "--json").json["contexts"][0]["content"] == content  # the memory itself is as saved
+
+
 def test_global_options_before_or_after_the_command(cli: Cli, tmp_path: Path) -> None:
     other = tmp_path / "other"
     assert cli("--home", str(other), "--project", "acme", "save", "first", "--json").json["project_id"] == "acme"
