@@ -88,12 +88,15 @@ def validate_content(content: object, max_bytes: int = DEFAULT_MAX_CONTENT_BYTES
 
 
 def validate_tags(tags: object) -> tuple[str, ...]:
-    """Return tags trimmed, de-duplicated in order; refuse more than 32 or bad ones."""
+    """Return tags trimmed, de-duplicated in order without regard to case (the first spelling
+    is kept: tag filters and counts do not tell ``DB`` from ``db`` either); refuse more than 32
+    or bad ones."""
     if tags is None:
         return ()
     if isinstance(tags, str) or not isinstance(tags, Iterable):
         raise InvalidTags("tags must be a list of strings")
     cleaned: list[str] = []
+    seen: set[str] = set()
     for tag in tags:
         if not isinstance(tag, str):
             raise InvalidTags(f"tag {tag!r} is not a string")
@@ -106,7 +109,8 @@ def validate_tags(tags: object) -> tuple[str, ...]:
         tag = tag.strip()
         if not 1 <= len(tag) <= MAX_TAG_CHARS:
             raise InvalidTags(f"each tag must be 1-{MAX_TAG_CHARS} characters, got {len(tag)}")
-        if tag not in cleaned:
+        if tag.lower() not in seen:
+            seen.add(tag.lower())
             cleaned.append(tag)
     if len(cleaned) > MAX_TAGS:
         raise InvalidTags(f"{len(cleaned)} tags given; at most {MAX_TAGS} are allowed")
