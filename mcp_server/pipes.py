@@ -52,8 +52,8 @@ def _is_pipe_like(mode: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-# What the session is given for a line it cannot read: an answer to write back instead, or
-# None for a line it can read (see ``std_pipes``).
+# Given a line read from stdin: the answer to write back for a line the session cannot read
+# (the line then does not reach it), or None for a line to pass on (see ``std_pipes``).
 Refusal = Callable[[str], "str | None"]
 
 
