@@ -75,7 +75,9 @@ def parse_time_bound(text: str, *, now: datetime, end: bool = False) -> str:
 def format_utc(moment: datetime) -> str:
     """``moment`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (the event log's timestamp format)."""
     utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # The year padded by hand: strftime's %Y leaves years before 1000 short here ('999-'), and
+    # these strings are compared as text with the index's timestamps.
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _parse(text: str, now: datetime, end: bool) -> datetime | None:

@@ -115,6 +115,12 @@ def test_updating_to_another_memorys_content_leaves_both_as_they_were(mcp: Sessi
     assert (memories[other["id"]]["tags"], memories[other["id"]]["importance"]) == (["a"], 3)
 
 
+def test_a_date_before_the_year_1000_is_a_bound_like_any_other(mcp: Session) -> None:
+    saved = mcp.ok("save_context", content="Dates before 1000 still sort.")
+    assert [r["id"] for r in mcp.ok("search_contexts", query="dates sort", since="0999-01-01")["results"]] == [saved["id"]]
+    assert mcp.ok("search_contexts", query="dates sort", until="0999-01-01")["results"] == []
+
+
 def test_tags_may_be_a_comma_separated_string(mcp: Session) -> None:
     mcp.ok("save_context", content="Deploys go through ArgoCD.", tags="ops, deploy")
     [memory] = mcp.ok("load_contexts")["contexts"]

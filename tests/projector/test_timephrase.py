@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from projector.errors import InvalidQuery
 from projector.timephrase import format_utc, parse_time_bound
@@ -27,6 +29,7 @@ def bounds(text: str, now: datetime = NOW) -> tuple[str, str]:
         ("2026-03-01T10:00:00.5+02:00", "2026-03-01T08:00:00.500Z", "2026-03-01T08:00:00.500Z"),
         ("2026-03-01 10:00", "2026-03-01T10:00:00.000Z", "2026-03-01T10:00:00.000Z"),
         ("2025", "2025-01-01T00:00:00.000Z", "2025-12-31T23:59:59.999Z"),
+        ("0999-01-01", "0999-01-01T00:00:00.000Z", "0999-01-01T23:59:59.999Z"),
     ],
 )
 def test_iso_dates_are_whole_days_and_times_are_instants(text: str, start: str, stop: str) -> None:
@@ -125,6 +128,13 @@ def test_anything_else_is_refused_with_the_accepted_forms(text: str) -> None:
         parse_time_bound(text, now=NOW)
     message = str(refused.value)
     assert "yesterday" in message and "last week" in message and "2026-03-01" in message
+
+
+@given(st.datetimes(timezones=st.just(timezone.utc)), st.datetimes(timezones=st.just(timezone.utc)))
+def test_format_utc_sorts_as_text_the_way_the_moments_sort(a: datetime, b: datetime) -> None:
+    # Filters compare these strings with the index's timestamps as text.
+    a, b = sorted(moment.replace(microsecond=moment.microsecond // 1000 * 1000) for moment in (a, b))
+    assert (format_utc(a) < format_utc(b)) == (a < b) and len(format_utc(a)) == 24
 
 
 def test_format_utc_writes_the_event_log_timestamp_format() -> None:
