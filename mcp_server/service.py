@@ -232,10 +232,11 @@ class MemoryService:
         # The index and the log's unapplied tail, not a catch-up: a save does not wait to
         # embed and index what other servers have just saved.
         existing, last_change = self.index.latest(project, event.memory_id)
-        if existing is not None:
-            event = self.log.build_save(
-                project, content, _merged_tags(existing.tags, event.tags), max(existing.importance, event.importance),
-                existing.kind if kind is None else kind, existing.meta,
+        if existing is not None:  # validate_tags keeps the first spelling of tags equal but for case
+            event = dataclasses.replace(
+                event, tags=validate_tags([*existing.tags, *event.tags]),
+                importance=max(existing.importance, event.importance),
+                kind=existing.kind if kind is None else event.kind, meta=dict(existing.meta),
             )
         if existing is not None and _same_attributes(existing, event):
             return Saved(event.memory_id, project, created=False)  # a retried save: nothing to write
@@ -498,13 +499,6 @@ def _split_tags(tags: Iterable[str] | str | None) -> Iterable[str] | None:
 
 def _tag_filter(tags: Iterable[str] | str | None) -> tuple[str, ...]:
     return validate_tags(_split_tags(tags))
-
-
-def _merged_tags(kept: Sequence[str], added: Sequence[str]) -> list[str]:
-    """``kept`` and then those of ``added`` it lacks, compared without regard to case (as tag
-    filters and counts compare them)."""
-    known = {tag.lower() for tag in kept}
-    return [*kept, *(tag for tag in added if tag.lower() not in known)]
 
 
 def _same_attributes(memory: Memory, event: MemorySaved) -> bool:

@@ -53,7 +53,9 @@ def test_control_characters_in_a_memory_do_not_reach_the_terminal(cli: Cli) -> N
     assert cli("save", content).code == 0
     for args in (("context",), ("search", "colour")):
         shown = cli(*args)
-        assert shown.code == 0 and "\x1b" not in shown.out and "\x07" not in shown.out and "\r" not in shown.out
+        # (no check for a raw "\r": the text-mode pipe would turn it into "\n" anyway; the escaped
+        # form below is what shows it was escaped)
+        assert shown.code == 0 and "\x1b" not in shown.out and "\x07" not in shown.out
         assert "colour \\x1b[31mred\\x1b]0;a title\\x07 and a\\x0dcarriage return" in shown.out, shown.out
     assert cli("context", "--json").json["contexts"][0]["content"] == content  # the memory itself is as saved
 
